@@ -1,0 +1,29 @@
+"""quantkit: a Jupyter-native quant analytics workbench for Binance USD-M futures.
+
+The public surface: settings, the tick store, ingestion, analytics and the errors.
+"""
+from __future__ import annotations
+
+from .config import Settings
+from .errors import (
+    ConfigError,
+    DataError,
+    FeedError,
+    QuantkitError,
+    RateLimitError,
+    StorageError,
+)
+from .storage import TickStore
+
+__all__ = [
+    "ConfigError",
+    "DataError",
+    "FeedError",
+    "QuantkitError",
+    "RateLimitError",
+    "Settings",
+    "StorageError",
+    "TickStore",
+]
+
+__version__ = "0.1.0"
