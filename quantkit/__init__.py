@@ -13,17 +13,21 @@ from .errors import (
     RateLimitError,
     StorageError,
 )
+from .ingest import Feed, Ingestor, start
 from .storage import TickStore
 
 __all__ = [
     "ConfigError",
     "DataError",
+    "Feed",
     "FeedError",
+    "Ingestor",
     "QuantkitError",
     "RateLimitError",
     "Settings",
     "StorageError",
     "TickStore",
+    "start",
 ]
 
 __version__ = "0.1.0"

@@ -7,6 +7,7 @@ The schema lives here and nowhere else. :class:`TickStore` is the public reader 
 from __future__ import annotations
 
 import contextlib
+import difflib
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 import pandas as pd
 
 from .errors import StorageError
@@ -53,6 +55,11 @@ CREATE TABLE IF NOT EXISTS gaps (
     filled_at   INTEGER,
     filled_rows INTEGER,
     status      TEXT    NOT NULL DEFAULT 'open'  -- open | filled | failed
+);
+CREATE TABLE IF NOT EXISTS status (
+    name  TEXT PRIMARY KEY,           -- 'ingest': the live stats of the ingesting process
+    time  INTEGER NOT NULL,           -- heartbeat, ms UTC
+    value TEXT    NOT NULL            -- JSON
 );
 CREATE TABLE IF NOT EXISTS events (
     event_id INTEGER PRIMARY KEY,
@@ -206,12 +213,10 @@ class TickStore:
         symbol = symbol.upper()
         if not self._query("SELECT 1 FROM trades WHERE symbol = ? LIMIT 1", (symbol,)):
             known = self.symbols()
-            from .config import suggest_symbol
-            hint = suggest_symbol(symbol, known).split(":", 1)[1] if known else ""
-            raise StorageError(
-                f"no trades for {symbol!r} in {self.path} "
-                f"(it holds: {', '.join(known) or 'nothing yet'}).{hint.split('.', 1)[-1]}"
-            )
+            close = difflib.get_close_matches(symbol, known, n=2, cutoff=0.6)
+            hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
+            raise StorageError(f"no trades for {symbol!r} in {self.path} "
+                               f"(it holds: {', '.join(known) or 'nothing yet'}).{hint}")
         return symbol
 
     def ticks(self, symbol: str, start: Any = None, end: Any = None) -> pd.DataFrame:
@@ -304,6 +309,19 @@ class TickStore:
             df[col] = pd.to_datetime(df[col], unit="ms", utc=True)
         return df
 
+    def ingest_status(self) -> dict[str, Any] | None:
+        """The ingesting process's live stats, as it last wrote them (about once a second).
+
+        ``None`` if nothing ever ingested into this store. ``heartbeat_age_s`` says how old
+        the figures are: a large value means the ingester stopped or died.
+        """
+        rows = self._query("SELECT time, value FROM status WHERE name = 'ingest'")
+        if not rows:
+            return None
+        status = orjson.loads(rows[0][1])
+        status["heartbeat_age_s"] = (now_ms() - rows[0][0]) / 1000.0
+        return status
+
     def events(self, limit: int = 1000) -> pd.DataFrame:
         """The newest connection events (connect, disconnect, gap, backfill, error), oldest first."""
         rows = self._query("SELECT time, kind, symbol, detail FROM events "
@@ -382,9 +400,14 @@ class TickWriter:
         if not trades:
             return 0
         with self.transaction() as conn:
-            before = conn.total_changes
-            conn.executemany(_INSERT, trades)
-            return conn.total_changes - before
+            return self.insert_rows(conn, trades)
+
+    @staticmethod
+    def insert_rows(conn: sqlite3.Connection, trades: Iterable[Sequence[Any]]) -> int:
+        """Insert inside an open :meth:`transaction`; duplicates are ignored. Returns new rows."""
+        before = conn.total_changes
+        conn.executemany(_INSERT, trades)
+        return conn.total_changes - before
 
     def last_ids(self) -> dict[str, int]:
         """Highest stored id per symbol: where a restarted ingestor resumes."""
@@ -416,6 +439,17 @@ class TickWriter:
         """Gaps not yet filled (e.g. the process was killed mid-backfill): ``(gap_id, symbol, from, to)``."""
         return self._conn.execute("SELECT gap_id, symbol, from_id, to_id FROM gaps "
                                   "WHERE status = 'open' ORDER BY gap_id").fetchall()
+
+    def write_status(self, status: dict[str, Any], name: str = "ingest",
+                     conn: sqlite3.Connection | None = None) -> None:
+        """Publish live stats for readers in other processes (see :meth:`TickStore.ingest_status`)."""
+        sql = "INSERT OR REPLACE INTO status (name, time, value) VALUES (?, ?, ?)"
+        args = (name, now_ms(), orjson.dumps(status, default=str).decode())
+        if conn is not None:
+            conn.execute(sql, args)
+        else:
+            with self.transaction() as c:
+                c.execute(sql, args)
 
     def integrity_check(self) -> str:
         return self._conn.execute("PRAGMA integrity_check").fetchone()[0]
