@@ -1,0 +1,356 @@
+"""Import data.binance.vision USD-M futures ``aggTrades``/``trades`` archives into the tick store.
+
+Each file is read and validated whole (zip CRC, ``.CHECKSUM`` sha256, columns, values) before
+anything is written, then stored in one transaction, so a damaged file leaves the store as it was
+and importing the same file twice adds nothing (the store is unique on ``(symbol, id)``).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import re
+import sys
+import time
+import zipfile
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from itertools import repeat
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+from tqdm import tqdm
+
+from .errors import DataError
+from .storage import TickWriter
+
+__all__ = [
+    "AGG_TRADES_COLUMNS",
+    "TRADES_COLUMNS",
+    "ArchiveFile",
+    "FileReport",
+    "ImportReport",
+    "configure_parser",
+    "import_archives",
+    "parse_archive_name",
+    "read_archive",
+    "run",
+]
+
+#: Columns of a USD-M ``aggTrades`` archive, and the :class:`~quantkit.wire.Trade` field each
+#: fills: agg_trade_id -> id, price -> price, quantity -> qty, first_trade_id -> first_id,
+#: last_trade_id -> last_id, transact_time -> trade_time, is_buyer_maker -> is_buyer_maker.
+AGG_TRADES_COLUMNS = ("agg_trade_id", "price", "quantity", "first_trade_id", "last_trade_id",
+                      "transact_time", "is_buyer_maker")
+#: Columns of a USD-M ``trades`` archive: id -> id (and first_id = last_id = id), price -> price,
+#: qty -> qty, time -> trade_time, is_buyer_maker -> is_buyer_maker; quote_qty (price * qty,
+#: rounded by Binance) is not stored.
+TRADES_COLUMNS = ("id", "price", "qty", "quote_qty", "time", "is_buyer_maker")
+
+_KINDS = {
+    # archive kind -> (columns, store stream kind, columns giving id/time/qty/first/last)
+    "aggTrades": (AGG_TRADES_COLUMNS, "aggTrade",
+                  ("agg_trade_id", "transact_time", "quantity", "first_trade_id", "last_trade_id")),
+    "trades": (TRADES_COLUMNS, "trade", ("id", "time", "qty", "id", "id")),
+}
+_TYPES = {"price": pa.float64(), "quantity": pa.float64(), "qty": pa.float64(),
+          "quote_qty": pa.float64(), "is_buyer_maker": pa.bool_()}
+_NAME_RE = re.compile(
+    r"^(?P<symbol>[A-Z0-9]{2,30})-(?P<kind>aggTrades|trades)-"
+    r"(?P<period>\d{4}-\d{2}(?:-\d{2})?)\.(?P<ext>zip|csv)$"
+)
+# Futures archives use ms; a time above this is in microseconds (spot files since 2025).
+_MICROSECONDS_ABOVE = 10**14
+# Rows per executemany call: big enough to amortise the call, small enough to move the bar.
+_CHUNK = 250_000
+
+
+@dataclass(frozen=True)
+class ArchiveFile:
+    """What a data.binance.vision file name says: ``BTCUSDT-aggTrades-2024-08-08.zip``."""
+
+    path: Path
+    symbol: str
+    #: ``"aggTrades"`` or ``"trades"`` (the archive's name for it).
+    kind: str
+    #: ``YYYY-MM-DD`` (daily file) or ``YYYY-MM`` (monthly file).
+    period: str
+
+    @property
+    def stream(self) -> str:
+        """The store's stream kind: ``"aggTrade"`` or ``"trade"``."""
+        return _KINDS[self.kind][1]
+
+
+@dataclass(frozen=True)
+class FileReport:
+    """What importing one file did."""
+
+    path: Path
+    symbol: str
+    stream: str
+    rows_read: int
+    rows_new: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class ImportReport:
+    """What :func:`import_archives` did, file by file."""
+
+    files: tuple[FileReport, ...]
+
+    @property
+    def rows_read(self) -> int:
+        return sum(f.rows_read for f in self.files)
+
+    @property
+    def rows_new(self) -> int:
+        return sum(f.rows_new for f in self.files)
+
+    @property
+    def seconds(self) -> float:
+        return sum(f.seconds for f in self.files)
+
+    def __str__(self) -> str:
+        lines = [f"{f.path.name}: {f.rows_read:,} rows read, {f.rows_new:,} new "
+                 f"({f.seconds:.1f} s)" for f in self.files]
+        rate = self.rows_read / self.seconds if self.seconds > 0 else 0.0
+        lines.append(f"total: {self.rows_read:,} rows read, {self.rows_new:,} new in "
+                     f"{len(self.files)} file(s), {rate:,.0f} rows/s")
+        return "\n".join(lines)
+
+
+def parse_archive_name(path: str | Path) -> ArchiveFile:
+    """Symbol, kind and period from a data.binance.vision file name.
+
+    Raises
+    ------
+    DataError
+        If the name is not like ``BTCUSDT-aggTrades-2024-08-08.zip`` or
+        ``BTCUSDT-trades-2024-08.csv``.
+    """
+    path = Path(path)
+    match = _NAME_RE.match(path.name)
+    if match is None:
+        raise DataError(
+            f"{path}: cannot tell symbol and kind from the file name; keep Binance's name, "
+            "e.g. BTCUSDT-aggTrades-2024-08-08.zip or BTCUSDT-trades-2024-08.csv"
+        )
+    return ArchiveFile(path, match["symbol"], match["kind"], match["period"])
+
+
+def _verify_checksum(path: Path) -> None:
+    """Compare the zip's sha256 with ``<name>.CHECKSUM`` (``"<hex>  <name>"``) if it is there."""
+    checksum = path.with_name(path.name + ".CHECKSUM")
+    if not checksum.exists():
+        return
+    words = checksum.read_text(encoding="ascii", errors="replace").split()
+    if not words or not re.fullmatch(r"[0-9a-fA-F]{64}", words[0]):
+        raise DataError(f"{checksum}: not a sha256 checksum file; download it again")
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    if digest.hexdigest() != words[0].lower():
+        raise DataError(
+            f"{path}: sha256 {digest.hexdigest()} does not match {checksum.name} "
+            f"({words[0].lower()}): the download is damaged, fetch it again"
+        )
+
+
+def _has_header(fh: IO[bytes]) -> bool:
+    # USD-M trade files carry a header row only from about 2022-08: a data row starts with a digit.
+    # Both regular files and zip members are buffered readers: peek() does not consume.
+    first = fh.peek(64)[:64]
+    return bool(first.strip()) and not first.lstrip()[:1].isdigit()
+
+
+def _read_csv(fh: IO[bytes], columns: Sequence[str], where: str) -> pa.Table:
+    header = _has_header(fh)
+    types = {c: _TYPES.get(c, pa.int64()) for c in columns}
+    try:
+        return pacsv.read_csv(
+            fh,
+            read_options=pacsv.ReadOptions(column_names=list(columns), skip_rows=int(header),
+                                           block_size=1 << 24),
+            convert_options=pacsv.ConvertOptions(column_types=types, strings_can_be_null=False),
+        )
+    except (pa.ArrowInvalid, OSError, zipfile.BadZipFile, EOFError) as exc:
+        raise DataError(f"{where}: not a valid {len(columns)}-column Binance trade CSV "
+                        f"({', '.join(columns)}): {exc}") from None
+
+
+def _open_table(archive: ArchiveFile) -> pa.Table:
+    columns = _KINDS[archive.kind][0]
+    path = archive.path
+    if path.suffix == ".csv":
+        with path.open("rb") as fh:
+            return _read_csv(fh, columns, str(path))
+    _verify_checksum(path)
+    try:
+        with zipfile.ZipFile(path) as zf:
+            members = [m for m in zf.namelist() if m.endswith(".csv")]
+            if len(members) != 1:
+                raise DataError(f"{path}: expected one .csv inside the zip, found "
+                                f"{len(members)} ({', '.join(zf.namelist()) or 'nothing'})")
+            with zf.open(members[0]) as fh:
+                # The member's CRC is checked when its last byte is read, inside _read_csv.
+                return _read_csv(fh, columns, f"{path}:{members[0]}")
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError) as exc:
+        raise DataError(f"{path}: not a readable zip archive ({exc}); the file is truncated or "
+                        "damaged, download it again") from None
+
+
+def read_archive(path: str | Path) -> tuple[ArchiveFile, dict[str, np.ndarray]]:
+    """Read and validate one archive into columns in store order, sorted by id.
+
+    Parameters
+    ----------
+    path
+        A data.binance.vision ``aggTrades`` or ``trades`` file, ``.zip`` or ``.csv``, with or
+        without a header row. A ``<name>.CHECKSUM`` beside a zip is verified.
+
+    Returns
+    -------
+    (ArchiveFile, dict)
+        The parsed name and numpy columns ``id, trade_time, price, qty, first_id, last_id,
+        is_buyer_maker`` (times in ms UTC).
+
+    Raises
+    ------
+    DataError
+        For a name that says nothing, a truncated or damaged zip, a checksum mismatch, wrong
+        columns, empty or non-positive values, or ``last_id < first_id``.
+    """
+    archive = parse_archive_name(path)
+    if not archive.path.is_file():
+        raise DataError(f"{archive.path}: no such file")
+    table = _open_table(archive)
+    where = str(archive.path)
+    if table.num_rows == 0:
+        raise DataError(f"{where}: holds no trades")
+    for name in table.column_names:
+        if table.column(name).null_count:
+            raise DataError(f"{where}: column {name!r} has empty values; download it again")
+    id_col, time_col, qty_col, first_col, last_col = _KINDS[archive.kind][2]
+    cols = {
+        "id": table.column(id_col).to_numpy(),
+        "trade_time": table.column(time_col).to_numpy(),
+        "price": table.column("price").to_numpy(),
+        "qty": table.column(qty_col).to_numpy(),
+        "first_id": table.column(first_col).to_numpy(),
+        "last_id": table.column(last_col).to_numpy(),
+        "is_buyer_maker": table.column("is_buyer_maker").to_numpy(zero_copy_only=False),
+    }
+    if not (cols["price"] > 0).all() or not (cols["qty"] > 0).all():
+        raise DataError(f"{where}: found a price or quantity that is not positive")
+    if (cols["last_id"] < cols["first_id"]).any():
+        raise DataError(f"{where}: found last_trade_id below first_trade_id")
+    if cols["trade_time"].max() > _MICROSECONDS_ABOVE:
+        cols["trade_time"] = cols["trade_time"] // 1000
+    # Insertion order is the live readers' cursor order; some monthly files are not sorted.
+    if (np.diff(cols["id"]) < 0).any():
+        order = np.argsort(cols["id"], kind="stable")
+        cols = {k: v[order] for k, v in cols.items()}
+    return archive, cols
+
+
+def _rows(symbol: str, cols: dict[str, np.ndarray], lo: int, hi: int) -> Iterator[tuple]:
+    """Rows in :class:`~quantkit.wire.Trade` field order (recv_time None: not received live)."""
+    return zip(repeat(symbol), cols["id"][lo:hi].tolist(), cols["trade_time"][lo:hi].tolist(),
+               cols["price"][lo:hi].tolist(), cols["qty"][lo:hi].tolist(),
+               cols["first_id"][lo:hi].tolist(), cols["last_id"][lo:hi].tolist(),
+               cols["is_buyer_maker"][lo:hi].tolist(), repeat(None))
+
+
+def _store(writer: TickWriter, archive: ArchiveFile, cols: dict[str, np.ndarray],
+           bar: tqdm) -> int:
+    from .storage import _INSERT  # the one INSERT the store uses, so dedup rules stay identical
+
+    n = len(cols["id"])
+    with writer.transaction() as conn:
+        before = conn.total_changes
+        for lo in range(0, n, _CHUNK):
+            conn.executemany(_INSERT, _rows(archive.symbol, cols, lo, min(lo + _CHUNK, n)))
+            bar.update(min(lo + _CHUNK, n) - lo)
+        new = conn.total_changes - before
+        writer.record_event("import", archive.symbol,
+                            f"{archive.path.name}: {n} rows read, {new} new", conn=conn)
+    return new
+
+
+def import_archives(paths: Iterable[str | Path], db: str | Path, *,
+                    progress: bool = True) -> ImportReport:
+    """Import data.binance.vision USD-M ``aggTrades``/``trades`` archives into a tick store.
+
+    Parameters
+    ----------
+    paths
+        Files named as Binance names them (``BTCUSDT-aggTrades-2024-08-08.zip``,
+        ``ETHUSDT-trades-2024-08.csv``); the symbol and kind come from the name.
+    db
+        The tick store (created if missing). It must not hold simulated trades, nor the other
+        stream kind for the same symbol: their ids would collide.
+    progress
+        Show a tqdm progress bar on stderr (only when stderr is a terminal).
+
+    Returns
+    -------
+    ImportReport
+        Rows read and rows new, per file.
+
+    Raises
+    ------
+    DataError
+        For a damaged file (see :func:`read_archive`). Each file is one transaction: files
+        before it stay imported, the damaged one adds nothing, and re-running is harmless.
+    StorageError
+        If the store cannot be written or holds another origin or stream kind.
+
+    Notes
+    -----
+    A file is held in memory as numpy columns (about 50 bytes a row) while it is validated,
+    so a monthly BTCUSDT ``trades`` file needs several GB: prefer daily files on small machines.
+    """
+    paths = [Path(p) for p in ([paths] if isinstance(paths, (str, Path)) else paths)]
+    if not paths:
+        raise DataError("paths: give at least one archive file")
+    for p in paths:  # fail on a bad name before touching anything
+        parse_archive_name(p)
+    reports: list[FileReport] = []
+    with TickWriter(db) as writer, tqdm(total=None, unit="rows", unit_scale=True,
+                                        disable=None if progress else True,
+                                        file=sys.stderr) as bar:
+        for path in paths:
+            t0 = time.perf_counter()
+            bar.set_description(path.name)
+            archive, cols = read_archive(path)
+            # Archives are real Binance data: refuse a store of simulated trades.
+            writer.claim(origin="binance", stream=archive.stream, symbols=[archive.symbol])
+            new = _store(writer, archive, cols, bar)
+            reports.append(FileReport(path, archive.symbol, archive.stream, len(cols["id"]),
+                                      new, time.perf_counter() - t0))
+    return ImportReport(tuple(reports))
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``quantkit import``."""
+    parser.add_argument("files", nargs="+", metavar="FILE",
+                        help="data.binance.vision aggTrades/trades archives (.zip or .csv)")
+    parser.add_argument("--db", default=None,
+                        help="tick store (default: $QUANTKIT_DB or ~/.quantkit/binance-futures.db)")
+    parser.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    """``quantkit import FILE... [--db PATH]``: print what was imported per file."""
+    from .config import Settings
+
+    db = Settings.load(db=args.db).db
+    report = import_archives(args.files, db, progress=not args.no_progress)
+    print(report)
+    return 0
+
