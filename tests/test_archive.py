@@ -1,7 +1,9 @@
 """Import of data.binance.vision archives, on archives built from real recorded Binance trades."""
 from __future__ import annotations
 
+import io
 import random
+import sys
 import sqlite3
 from pathlib import Path
 
@@ -231,3 +233,36 @@ def test_cli_import(archives, tmp_path, capsys):
     bad.write_bytes(b"PK\x03\x04 not really")
     assert main(["import", str(bad), "--db", str(db), "--no-progress"]) == 2
     assert "truncated or damaged" in capsys.readouterr().err
+
+
+def test_failure_while_writing_rolls_the_whole_file_back(store_with_btc, archives, monkeypatch):
+    import quantkit.archive as archive_mod
+
+    chunks = archive_mod._flat_chunks
+
+    def failing(cols):
+        for k, chunk in enumerate(chunks(cols)):
+            if k == 2:  # two chunks are already inserted in the open transaction
+                raise OSError("disk went away")
+            yield chunk
+
+    monkeypatch.setattr(archive_mod, "_CHUNK", 1000)
+    monkeypatch.setattr(archive_mod, "_flat_chunks", failing)
+    before = dump(store_with_btc)
+    with pytest.raises(OSError, match="disk went away"):
+        import_archives([archives["eth_trades_csv"]], store_with_btc, progress=False)
+    assert dump(store_with_btc) == before
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_bar_only_on_a_terminal_and_when_asked(archives, tmp_path, monkeypatch):
+    for progress, stream, shown in [(True, io.StringIO(), False), (True, _Terminal(), True),
+                                    (False, _Terminal(), False)]:
+        monkeypatch.setattr(sys, "stderr", stream)
+        import_archives([archives["eth_agg_csv"]], tmp_path / "p.db", progress=progress)
+        assert ("ETHUSDT-aggTrades-2024-08-08.csv" in stream.getvalue()) is shown
+        assert ("6.21k/" in stream.getvalue() or "6.21krows" in stream.getvalue()) is shown
