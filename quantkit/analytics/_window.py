@@ -36,6 +36,33 @@ def _chunks(a: np.ndarray, window: int, chunk: int) -> np.ndarray:
     return padded[idx]
 
 
+#: Up to this window length each window is centred on its own mean (O(n * window)): for a
+#: few points the cross-moments are tiny differences that any shared reference would swamp.
+_SMALL = 32
+
+
+def _direct(series: tuple[np.ndarray, ...], window: int, out_means: list[np.ndarray],
+            out_co: dict, out_floor: list[np.ndarray]) -> tuple[list, dict, list]:
+    views, bad = [], None
+    for a in series:
+        v = np.lib.stride_tricks.sliding_window_view(np.asarray(a, dtype=np.float64), window)
+        nan = np.isnan(v).any(axis=1)
+        bad = nan if bad is None else (bad | nan)
+        views.append(v)
+    devs = []
+    for i, v in enumerate(views):
+        mean = v.mean(axis=1)
+        devs.append(v - mean[:, None])
+        out_means[i][window - 1:] = np.where(bad, np.nan, mean)
+    for (i, j), dest in out_co.items():
+        dest[window - 1:] = np.where(bad, np.nan, np.einsum("ij,ij->i", devs[i], devs[j]))
+    for i, d in enumerate(devs):
+        # Exactly centred: a constant window gives 0 up to a few ulps of the values.
+        out_floor[i][window - 1:] = (window * 16 * np.finfo(np.float64).eps) ** 2 * \
+            np.max(np.abs(views[i]), axis=1) ** 2
+    return out_means, out_co, out_floor
+
+
 def window_moments(*series: np.ndarray, window: int
                    ) -> tuple[list[np.ndarray], dict, list[np.ndarray]]:
     """Rolling means and centred cross-moments of one or more aligned float arrays.
@@ -60,6 +87,8 @@ def window_moments(*series: np.ndarray, window: int
     out_floor = [np.full(n, np.nan) for _ in series]
     if n < window:
         return out_means, out_co, out_floor
+    if window <= _SMALL:
+        return _direct(series, window, out_means, out_co, out_floor)
     chunk = max(4 * window, 256)
     sums, bad = [], None
     for a in series:

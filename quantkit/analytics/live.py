@@ -17,7 +17,6 @@ from ..errors import DataError
 from ._window import check_window
 from .bars import BAR_COLUMNS, _bucket, freq_ms
 from .pairs import (
-    KALMAN_START,
     _corr,
     _pair,
     _rolling_ols,
@@ -25,6 +24,7 @@ from .pairs import (
     cointegration,
     half_life,
     hedge_ratio,
+    kalman_start,
     kalman_states,
 )
 
@@ -44,7 +44,8 @@ def _check_hedge(hedge: str) -> str:
 
 
 def _stats_tail(y: np.ndarray, x: np.ndarray, p: int, old: dict[str, np.ndarray], *,
-                window: int, hedge: str, delta: float, obs_var: float) -> dict[str, np.ndarray]:
+                window: int, hedge: str, delta: float, obs_var: float,
+                init_var: float) -> dict[str, np.ndarray]:
     """Statistics for rows ``p..n-1``, given those of rows ``< p`` in ``old`` (aligned arrays).
 
     Only the ``window`` rows before ``p`` are read (``2 * window`` bars in all), so a live
@@ -61,7 +62,7 @@ def _stats_tail(y: np.ndarray, x: np.ndarray, p: int, old: dict[str, np.ndarray]
             alpha, beta = nan, nan.copy()
         kal = None
     elif hedge == "kalman":
-        start = tuple(old["kalman"][p - 1]) if p > 0 else KALMAN_START
+        start = tuple(old["kalman"][p - 1]) if p > 0 else kalman_start(init_var)
         kal = kalman_states(y[p:], x[p:], delta=delta, obs_var=obs_var, start=start)
         alpha, beta = kal[:, 1], kal[:, 0]
     else:  # ols over every row held: p is always 0
@@ -93,7 +94,8 @@ def _stats_tail(y: np.ndarray, x: np.ndarray, p: int, old: dict[str, np.ndarray]
 
 
 def pair_stats(y: pd.Series, x: pd.Series, *, window: int, hedge: str = "rolling_ols",
-               delta: float = 1e-4, obs_var: float = 1e-3) -> pd.DataFrame:
+               delta: float = 1e-4, obs_var: float = 1e-3, init_var: float = 1e6
+               ) -> pd.DataFrame:
     """All pair statistics of two aligned close series, as :meth:`LivePair.stats` shows them.
 
     Parameters
@@ -104,7 +106,8 @@ def pair_stats(y: pd.Series, x: pd.Series, *, window: int, hedge: str = "rolling
         Rows of the rolling regression, of the spread's z-score and of the correlation.
     hedge
         ``"rolling_ols"`` (:func:`rolling_hedge_ratio`), ``"ols"`` (one :func:`hedge_ratio`
-        over all rows) or ``"kalman"`` (:func:`kalman_hedge_ratio` with ``delta``, ``obs_var``).
+        over all rows) or ``"kalman"`` (:func:`kalman_hedge_ratio` with ``delta``, ``obs_var``,
+        ``init_var``).
 
     Returns
     -------
@@ -119,7 +122,7 @@ def pair_stats(y: pd.Series, x: pd.Series, *, window: int, hedge: str = "rolling
     hedge = _check_hedge(hedge)
     empty = {"spread": np.empty(0), "kalman": np.empty((0, 5))}
     out = _stats_tail(y.to_numpy(), x.to_numpy(), 0, empty, window=window, hedge=hedge,
-                      delta=delta, obs_var=obs_var)
+                      delta=delta, obs_var=obs_var, init_var=init_var)
     out.pop("kalman", None)
     return pd.DataFrame(out, index=y.index)[STATS_COLUMNS]
 
@@ -196,7 +199,8 @@ class LivePair:
         Bars kept per symbol (oldest dropped first); memory stays bounded.
     hedge
         ``"rolling_ols"`` (default), ``"ols"`` (one fit over the bars held: O(max_bars) per
-        update) or ``"kalman"`` (``delta``, ``obs_var`` as in :func:`kalman_hedge_ratio`).
+        update) or ``"kalman"`` (``delta``, ``obs_var``, ``init_var`` as in
+        :func:`kalman_hedge_ratio`).
 
     Notes
     -----
@@ -223,7 +227,7 @@ class LivePair:
 
     def __init__(self, y: str, x: str, *, freq: str = "1s", window: int = 300,
                  max_bars: int = 2000, hedge: str = "rolling_ols", delta: float = 1e-4,
-                 obs_var: float = 1e-3) -> None:
+                 obs_var: float = 1e-3, init_var: float = 1e6) -> None:
         if not isinstance(y, str) or not isinstance(x, str) or not y or not x:
             raise DataError(f"y and x must be symbol names, got {y!r} and {x!r}")
         self.y, self.x = y.upper(), x.upper()
@@ -237,7 +241,7 @@ class LivePair:
                             f"= {2 * window}, so the z-score of the spread has data")
         self.max_bars = max_bars
         self.hedge = _check_hedge(hedge)
-        self.delta, self.obs_var = delta, obs_var
+        self.delta, self.obs_var, self.init_var = delta, obs_var, init_var
         self._books = {self.y: _Book(), self.x: _Book()}
         #: Newest trade time seen on either leg (ms): what closes bars.
         self.watermark: int | None = None
@@ -332,7 +336,8 @@ class LivePair:
             kept = {c: v[:0] for c, v in old.items()}
         if p < len(t_new):
             tail = _stats_tail(y, x, p, kept, window=self.window, hedge=self.hedge,
-                               delta=self.delta, obs_var=self.obs_var)
+                               delta=self.delta, obs_var=self.obs_var,
+                               init_var=self.init_var)
             tail.setdefault("kalman", np.full((len(t_new) - p, 5), np.nan))
             self._stats = {c: np.concatenate((kept[c], tail[c])) for c in kept}
         else:

@@ -236,7 +236,7 @@ def _corr(a: np.ndarray, b: np.ndarray, window: int) -> np.ndarray:
 
 
 def kalman_hedge_ratio(y: pd.Series, x: pd.Series, *, delta: float = 1e-4,
-                       obs_var: float = 1e-3) -> pd.DataFrame:
+                       obs_var: float = 1e-3, init_var: float = 1e6) -> pd.DataFrame:
     """Time-varying hedge ratio from a Kalman filter (state = ``[beta, alpha]``).
 
     Parameters
@@ -249,6 +249,9 @@ def kalman_hedge_ratio(y: pd.Series, x: pd.Series, *, delta: float = 1e-4,
         and noisier; ``delta -> 0`` tends to a full-sample OLS.
     obs_var
         Variance :math:`R` of the observation noise (same units as ``y`` squared).
+    init_var
+        Prior variance :math:`v` of beta and alpha at the start (:math:`P_0 = v I`): large
+        (diffuse) so that the first observations set the state, not the prior 0.
 
     Returns
     -------
@@ -260,26 +263,29 @@ def kalman_hedge_ratio(y: pd.Series, x: pd.Series, *, delta: float = 1e-4,
     -----
     State :math:`\\theta_t = \\theta_{t-1} + w_t`, :math:`w_t \\sim N(0, Q)`;
     observation :math:`y_t = [x_t, 1] \\theta_t + v_t`, :math:`v_t \\sim N(0, R)`.
-    Start :math:`\\theta_0 = 0`, :math:`P_0 = 0`; each step predicts :math:`P \\leftarrow P + Q`,
-    then updates with the gain :math:`K = P H^T / (H P H^T + R)`.
+    Start :math:`\\theta_0 = 0`, :math:`P_0 = v I`; each step predicts
+    :math:`P \\leftarrow P + Q`, then updates with the gain :math:`K = P H^T / (H P H^T + R)`.
     """
     y, x = _pair(y, x)
     _no_nan(y, "y")
     _no_nan(x, "x")
     if not 0 < delta < 1:
         raise DataError(f"delta must be in (0, 1), got {delta!r}; 1e-4 is a usual start")
-    if not obs_var > 0:
-        raise DataError(f"obs_var must be positive, got {obs_var!r}")
-    states = kalman_states(y.to_numpy(), x.to_numpy(), delta=delta, obs_var=obs_var)
+    if not obs_var > 0 or not init_var >= 0:
+        raise DataError(f"obs_var must be positive and init_var not negative, got "
+                        f"{obs_var!r} and {init_var!r}")
+    states = kalman_states(y.to_numpy(), x.to_numpy(), delta=delta, obs_var=obs_var,
+                           start=kalman_start(init_var))
     return pd.DataFrame({"alpha": states[:, 1], "beta": states[:, 0]}, index=y.index)
 
 
-#: Filter state after a row: beta, alpha, P00, P01, P11.
-KALMAN_START = (0.0, 0.0, 0.0, 0.0, 0.0)
+def kalman_start(init_var: float) -> tuple[float, float, float, float, float]:
+    """Filter state before the first row: beta, alpha, P00, P01, P11."""
+    return (0.0, 0.0, float(init_var), 0.0, float(init_var))
 
 
 def kalman_states(y: np.ndarray, x: np.ndarray, *, delta: float, obs_var: float,
-                  start: tuple[float, ...] = KALMAN_START) -> np.ndarray:
+                  start: tuple[float, ...]) -> np.ndarray:
     """Run the filter from ``start``; rows of (beta, alpha, P00, P01, P11). Plain floats:
     a 2x2 filter is faster unrolled than through numpy's per-call overhead."""
     q = delta / (1.0 - delta)
