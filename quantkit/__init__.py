@@ -4,6 +4,8 @@ The public surface: settings, the tick store, ingestion, analytics and the error
 """
 from __future__ import annotations
 
+from . import analytics
+from .analytics import indicator
 from .config import Settings
 from .errors import (
     ConfigError,
@@ -27,6 +29,8 @@ __all__ = [
     "Settings",
     "StorageError",
     "TickStore",
+    "analytics",
+    "indicator",
     "start",
 ]
 

@@ -14,7 +14,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.signal import lfilter
 
 from ..errors import DataError
 from ._window import check_window, window_moments
@@ -53,6 +52,8 @@ def rsi(close: pd.Series, window: int = 14) -> pd.Series:
     :math:`G_t = G_{t-1} (w-1)/w + g_t / w` (same for :math:`L`), and
     :math:`RSI_t = 100\\, G_t / (G_t + L_t)` (0 when the price did not move at all).
     """
+    from scipy.signal import lfilter  # deferred: scipy.signal is slow to import
+
     close = _close(close)
     window = check_window(window, len(close) - 1)
     d = np.diff(close.to_numpy())
