@@ -1,0 +1,239 @@
+"""``quantkit dashboard``: one ingesting process, and Voila serving the dashboard notebook.
+
+This process holds the only exchange connection (ingestion runs in a background thread);
+Voila runs as a child process whose kernels, one per browser tab, only read the tick store.
+``--demo`` adds an in-process local exchange and a database of its own.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import json
+import os
+import secrets
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import webbrowser
+from pathlib import Path
+from typing import Any
+
+from ..config import Settings, parse_symbols
+from ..errors import ConfigError, QuantkitError
+
+__all__ = ["configure_parser", "run", "voila_command"]
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+#: Prepended to JUPYTER_PATH so Voila finds the offline "quantkit" template.
+JUPYTER_DIR = PACKAGE_DIR / "jupyter"
+REPO_NOTEBOOK = PACKAGE_DIR.parents[1] / "notebooks" / "dashboard.ipynb"
+#: Kernels of closed tabs are shut down after this long without a browser attached.
+CULL_IDLE_S = 60
+
+
+def default_demo_db() -> Path:
+    return Path.home() / ".quantkit" / "demo.db"
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--port", type=int, default=8866, help="HTTP port (default 8866)")
+    parser.add_argument("--ip", default="127.0.0.1",
+                        help="address to listen on; 0.0.0.0 shares it on the network, "
+                             "protected by a token (default 127.0.0.1)")
+    parser.add_argument("--no-browser", action="store_true", help="do not open a browser")
+    parser.add_argument("--db", help="SQLite tick store (env QUANTKIT_DB)")
+    parser.add_argument("--symbols", help="comma-separated, default BTCUSDT,ETHUSDT")
+    parser.add_argument("--ws-url", help="WebSocket base URL (default Binance)")
+    parser.add_argument("--rest-url", help="REST base URL (default Binance)")
+    parser.add_argument("--demo", action="store_true",
+                        help="run offline against a local simulated exchange, into its own "
+                             "database (~/.quantkit/demo.db, emptied at each start)")
+    parser.add_argument("--demo-rate", type=float, default=200.0, metavar="N",
+                        help="simulated trades per second with --demo (default 200)")
+
+
+def _port_free(ip: str, port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((ip, port))
+        except OSError:
+            return False
+    return True
+
+
+def _lan_address() -> str:
+    """The address other machines reach this one at (no packet is sent)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("10.255.255.255", 1))
+            return s.getsockname()[0]
+        except OSError:
+            return socket.gethostname()
+
+
+def _reset_demo_db(path: Path, *, is_default: bool) -> None:
+    """Empty a simulated-trade database: the simulator's ids restart at every run."""
+    if not path.exists():
+        return
+    if not is_default:
+        try:
+            with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as c:
+                row = c.execute("SELECT value FROM meta WHERE key = 'origin'").fetchone()
+        except sqlite3.Error:
+            row = None
+        if not row or row[0] != "simulated":
+            raise ConfigError(f"--db {path} holds data that is not simulated: --demo needs a "
+                              "database of its own; leave out --db or name a new file")
+    lock = path.with_name(path.name + ".ingest.lock")
+    if lock.exists():
+        with open(lock, "a") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise ConfigError(f"another process ingests into {path} (a dashboard --demo "
+                                  "already running?): stop it or pass another --db") from None
+            fcntl.flock(fh, fcntl.LOCK_UN)
+    for suffix in ("", "-wal", "-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            Path(f"{path}{suffix}").unlink()
+
+
+def _notebook(runtime: Path) -> Path:
+    """The dashboard notebook: the repository's, or the same two cells written afresh."""
+    if REPO_NOTEBOOK.exists():
+        return REPO_NOTEBOOK
+    path = runtime / "dashboard.ipynb"
+    cells = ["from quantkit.dashboard import Dashboard\n\napp = Dashboard.from_env()",
+             "app.container"]
+    nb = {"cells": [{"cell_type": "code", "execution_count": None, "id": f"c{i}",
+                     "metadata": {}, "outputs": [], "source": src}
+                    for i, src in enumerate(cells)],
+          "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python",
+                                      "name": "python3"}, "title": "quantkit dashboard"},
+          "nbformat": 4, "nbformat_minor": 5}
+    path.write_text(json.dumps(nb, indent=1))
+    return path
+
+
+def voila_command(notebook: Path, *, port: int, ip: str, config_dir: Path) -> list[str]:
+    """The Voila command line: offline template, one preheated kernel, culling of closed tabs."""
+    return [
+        sys.executable, "-m", "voila", str(notebook), "--no-browser",
+        f"--port={port}", f"--Voila.ip={ip}", "--Voila.port_retries=0",
+        f"--Voila.config_file_paths={config_dir}", "--Voila.log_level=WARN",
+        "--template=quantkit", "--theme=light", "--strip_sources=True",
+        "--preheat_kernel=True", "--pool_size=1",
+    ]
+
+
+def _voila_config(token: str | None) -> dict[str, Any]:
+    return {
+        "Voila": {"token": token} if token else {},
+        "MappingKernelManager": {
+            "cull_idle_timeout": CULL_IDLE_S, "cull_interval": 15,
+            "cull_connected": False,
+            # Widget traffic is the live loop talking, not a user: without this a tab's
+            # kernel would look busy forever and never be culled after the tab closes.
+            "untracked_message_types": [
+                "comm_info_request", "comm_info_reply", "kernel_info_request",
+                "kernel_info_reply", "shutdown_request", "shutdown_reply", "interrupt_request",
+                "interrupt_reply", "debug_request", "debug_reply", "stream", "display_data",
+                "update_display_data", "execute_input", "execute_result", "error", "status",
+                "clear_output", "debug_event", "input_request", "input_reply",
+                "comm_msg", "comm_open", "comm_close"],
+        },
+    }
+
+
+def _wait_listening(ip: str, port: int, proc: subprocess.Popen, timeout: float) -> None:
+    host = "127.0.0.1" if ip in ("0.0.0.0", "") else ip
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise QuantkitError(f"Voila exited with code {proc.returncode} before serving; "
+                                "see its messages above")
+        with socket.socket() as s:
+            s.settimeout(0.5)
+            if s.connect_ex((host, port)) == 0:
+                return
+        time.sleep(0.1)
+    raise QuantkitError(f"Voila did not listen on {host}:{port} within {timeout:.0f} s")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..ingest import start
+
+    if not _port_free(args.ip, args.port):
+        raise ConfigError(f"--port {args.port} is in use on {args.ip}: pick another port")
+    exchange = None
+    feed = None
+    proc: subprocess.Popen | None = None
+
+    def on_term(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        overrides: dict[str, Any] = {"symbols": args.symbols, "db": args.db,
+                                     "ws_url": args.ws_url, "rest_url": args.rest_url}
+        if args.demo:
+            from ..exchange import LocalExchange
+
+            db = Path(args.db).expanduser() if args.db else default_demo_db()
+            _reset_demo_db(db, is_default=args.db is None)
+            symbols = parse_symbols(args.symbols or "BTCUSDT,ETHUSDT")
+            exchange = LocalExchange(symbols=symbols, rate=args.demo_rate).start()
+            overrides.update(ws_url=exchange.ws_url, rest_url=exchange.rest_url, db=str(db))
+            print(f"demo: simulated exchange at {exchange.ws_url}", flush=True)
+        settings = Settings.load(**overrides)
+        feed = start(settings)
+        if feed.ingesting:
+            print(f"ingesting {', '.join(settings.symbols)} into {settings.db}", flush=True)
+        else:
+            print(f"another process ingests into {settings.db}: the dashboard reads it",
+                  flush=True)
+
+        runtime = Path(tempfile.mkdtemp(prefix="quantkit-dashboard-"))  # mode 0700
+        token = secrets.token_urlsafe(24) if args.ip not in ("127.0.0.1", "localhost") else None
+        (runtime / "voila.json").write_text(json.dumps(_voila_config(token)))
+        env = dict(os.environ)
+        env.update(QUANTKIT_DB=str(settings.db), QUANTKIT_SYMBOLS=",".join(settings.symbols),
+                   QUANTKIT_DASHBOARD_READONLY="1",
+                   JUPYTER_PATH=os.pathsep.join(
+                       p for p in (str(JUPYTER_DIR), os.environ.get("JUPYTER_PATH")) if p))
+        cmd = voila_command(_notebook(runtime), port=args.port, ip=args.ip,
+                            config_dir=runtime)
+        proc = subprocess.Popen(cmd, env=env, start_new_session=True)
+        _wait_listening(args.ip, args.port, proc, timeout=60)
+        host = "127.0.0.1" if args.ip in ("127.0.0.1", "localhost") else _lan_address()
+        url = f"http://{host}:{args.port}/" + (f"?token={token}" if token else "")
+        print(f"dashboard at {url}" + ("  (share this URL: the token is the password)"
+                                       if token else ""), flush=True)
+        if not args.no_browser:
+            webbrowser.open(url)
+        code = proc.wait()
+        print(f"Voila exited with code {code}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("stopping ...", flush=True)
+        return 0
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if proc is not None and proc.poll() is None:
+            proc.terminate()  # Voila shuts its kernels down on SIGTERM
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if feed is not None:
+            feed.stop()
+        if exchange is not None:
+            exchange.stop()
+        signal.signal(signal.SIGTERM, previous)
