@@ -10,7 +10,8 @@ import asyncio
 import concurrent.futures
 import logging
 import math
-import multiprocessing
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -327,6 +328,9 @@ class LocalExchange:
             nth = np.flatnonzero(events.stream % 2 == 0)[self.burst - 1]
             self._burst_events = events.take(slice(0, nth + 1))
             self._store(self._burst_events)
+            # Encode the usual subscription (every symbol's aggTrade, combined) up front, so the
+            # first reader measures the socket, not the encoder.
+            self._burst_chunks(np.arange(0, 2 * len(self.symbols), 2), True)
             self.feed_done.set()
 
     def _exchange_info(self) -> dict[str, Any]:
@@ -477,19 +481,23 @@ class LocalExchange:
         self.feed_done.set()
         log.info("replay finished: %d trades", n)
 
-    async def _send_burst(self, conn: StreamHandler) -> None:
-        events = self._burst_events
-        assert events is not None
-        key = (tuple(conn.stream_array.tolist()), conn.combined)
+    def _burst_chunks(self, streams: np.ndarray, combined: bool) -> tuple[list[bytes], int]:
+        """The burst's frames for one subscription, joined into chunks (cached: encoded once)."""
+        key = (tuple(streams.tolist()), combined)
         cached = self._burst_cache.get(key)
         if cached is None:
-            pos = np.flatnonzero(np.isin(events.stream, conn.stream_array))
+            events = self._burst_events
+            assert events is not None
+            pos = np.flatnonzero(np.isin(events.stream, streams))
             frames = encode_frames(events, pos, symbols=self.symbols, price_decimals=self._pdec,
-                                   qty_decimals=self._qdec, combined=conn.combined)
+                                   qty_decimals=self._qdec, combined=combined)
             cached = ([b"".join(frames[i:i + _BURST_CHUNK])
                        for i in range(0, len(frames), _BURST_CHUNK)], len(frames))
             self._burst_cache[key] = cached
-        chunks, count = cached
+        return cached
+
+    async def _send_burst(self, conn: StreamHandler) -> None:
+        chunks, count = self._burst_chunks(conn.stream_array, conn.combined)
         for chunk in chunks:
             fut = conn.write_frames(chunk)
             if fut is None:
@@ -532,17 +540,17 @@ class StatusHandler(_AdminHandler):
         self.finish(orjson.dumps(self.exchange.status()))
 
 
-def _child_main(kwargs: dict[str, Any], pipe: Any) -> None:
+def _child_main() -> None:
+    """Entry point of :class:`ExchangeProcess`'s child: options as JSON in argv[1]."""
+    import sys
+    kwargs = orjson.loads(sys.argv[1])
     try:
         exchange = LocalExchange(**kwargs).start()
-    except BaseException as exc:
-        pipe.send(("error", repr(exc)))
+    except QuantkitError as exc:
+        print(orjson.dumps({"error": str(exc)}).decode(), flush=True)
         return
-    pipe.send(("ok", exchange.port))
-    try:
-        pipe.recv()  # any message, or the parent going away, means stop
-    except EOFError:
-        pass
+    print(orjson.dumps({"port": exchange.port}).decode(), flush=True)
+    sys.stdin.read()  # EOF (the parent closed the pipe or went away) means stop
     exchange.stop()
 
 
@@ -550,23 +558,27 @@ class ExchangeProcess:
     """A :class:`LocalExchange` in a child process, driven over its admin HTTP endpoint.
 
     Same URLs, fault methods and ``status()`` as the in-process exchange; ``stop()`` ends it.
+    The child is a fresh interpreter (``subprocess``), so this works from notebooks and from
+    scripts without an ``if __name__ == "__main__"`` guard.
     """
 
     def __init__(self, kwargs: dict[str, Any]) -> None:
-        ctx = multiprocessing.get_context("spawn")
-        self._pipe, child = ctx.Pipe()
-        self.process = ctx.Process(target=_child_main, args=(kwargs, child), daemon=True,
-                                   name="quantkit-exchange")
-        self.process.start()
-        if not self._pipe.poll(120):
+        options = {k: ([str(f) for f in v] if k == "files" else v) for k, v in kwargs.items()}
+        code = "from quantkit.exchange.server import _child_main; _child_main()"
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", code, orjson.dumps(options).decode()],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        line = self.process.stdout.readline()  # type: ignore[union-attr]
+        try:
+            reply = orjson.loads(line)
+        except orjson.JSONDecodeError:
             self.process.kill()
-            raise QuantkitError("the exchange process did not start within 120 s")
-        state, value = self._pipe.recv()
-        if state != "ok":
-            self.process.join(5)
-            raise QuantkitError(f"the exchange process failed to start: {value}")
+            raise QuantkitError(f"the exchange process failed to start: {line!r}") from None
+        if "port" not in reply:
+            self.process.wait(5)
+            raise QuantkitError(f"the exchange process failed to start: {reply.get('error')}")
         self.host = kwargs.get("host", "127.0.0.1")
-        self.port = int(value)
+        self.port = int(reply["port"])
 
     @property
     def ws_url(self) -> str:
@@ -607,15 +619,19 @@ class ExchangeProcess:
         self.fault("rate_limit", n=n, retry_after=retry_after)
 
     def stop(self) -> None:
-        if self.process.is_alive():
+        """Stop the child process (closing its stdin asks it to stop cleanly)."""
+        if self.process.poll() is None:
             try:
-                self._pipe.send("stop")
-            except (BrokenPipeError, OSError):
+                self.process.stdin.close()  # type: ignore[union-attr]
+            except OSError:
                 pass
-            self.process.join(15)
-            if self.process.is_alive():
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
                 self.process.terminate()
-                self.process.join(5)
+                self.process.wait(5)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
 
     def __enter__(self) -> ExchangeProcess:
         return self

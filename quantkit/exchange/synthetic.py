@@ -120,7 +120,7 @@ class SyntheticMarket:
         self._base = self.rate * (1 - self.ETA)
         self._jump = self.ETA / self.TAU_S
         self._decay = math.exp(-dt / self.TAU_S)
-        self._excite = 0.0
+        self._excite = self.ETA * self.rate  # the stationary mean: no warm-up ramp
         self._w = 0.0
         self._ou = np.zeros(len(symbols))
         self._side = np.zeros(len(symbols), dtype=np.int64)
