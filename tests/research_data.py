@@ -83,3 +83,13 @@ def build_archives(folder: Path) -> dict[str, Path]:
         "eth_agg_csv": write_csv(folder / "ETHUSDT-aggTrades-2024-08-08.csv", agg_lines(eth),
                                  header=None),
     }
+
+
+def build_fixture_db(path: Path) -> Path:
+    """A tick store of the real recorded BTCUSDT and ETHUSDT trades, imported as Binance
+    ``trades`` archives (2024-08-08 23:54:16 .. 2024-08-09 00:00:00 UTC)."""
+    from quantkit.archive import import_archives
+
+    files = build_archives(path.parent / f"{path.stem}-archives")
+    import_archives([files["btc_trades_zip"], files["eth_trades_csv"]], path, progress=False)
+    return path
