@@ -222,11 +222,15 @@ class LocalExchange:
         """Send ``n`` malformed frames to every connection (truncated JSON, HTML, missing fields)."""
         self._call(self._hub.send_malformed, int(n))
 
-    def go_silent(self, seconds: float) -> None:
-        """Send nothing (no trades, no pings) for ``seconds``; trades keep being made, and the
-        ones made meanwhile are never sent: REST still has them."""
+    def go_silent(self, seconds: float) -> int:
+        """Stall every open connection for ``seconds``: no trades, no pings, connection open.
+
+        Trades go on being made (REST has them) but are never sent on the stalled connections;
+        connections opened meanwhile are served normally, so reconnecting recovers. Returns the
+        number of stalled connections.
+        """
         seconds = _positive(seconds, "seconds", allow_zero=True)
-        self._call(setattr, self._hub, "silent_until", time.monotonic() + seconds)
+        return self._call(self._hub.go_silent, seconds)
 
     def skip_messages(self, n: int) -> None:
         """Do not deliver the next ``n`` trade messages (a gap in ids, connection stays up)."""

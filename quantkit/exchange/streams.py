@@ -105,7 +105,6 @@ class Hub:
         self.conns: set[StreamHandler] = set()
         self._stream_ids = {f"{s.lower()}@{k}": i * 2 + j
                             for i, s in enumerate(self.symbols) for j, k in enumerate(KINDS)}
-        self.silent_until = 0.0
         self.skip_remaining = 0
         self.sent_messages = 0
         self.dropped_slow = 0
@@ -122,17 +121,24 @@ class Hub:
         """
         return self._stream_ids.get(name) if route == "market" else None
 
-    def silent(self) -> bool:
-        return time.monotonic() < self.silent_until
+    def go_silent(self, seconds: float) -> int:
+        """Stall the open connections for ``seconds``: nothing sent, not even pings; what
+        happens meanwhile is never sent on them. New connections are served normally, so a
+        client that notices the silence and reconnects recovers. Returns how many stalled."""
+        until = time.monotonic() + seconds
+        for conn in self.conns:
+            conn.silent_until = until
+        return len(self.conns)
 
     def broadcast(self, events: Events) -> list[Any]:
         """Send ``events`` to every subscriber; returns the write futures (for flow control)."""
-        if not self.conns or len(events) == 0 or self.silent():
+        if not self.conns or len(events) == 0:
             return []
         wanted = []
         union = np.zeros(len(events), dtype=bool)
+        now = time.monotonic()
         for conn in list(self.conns):
-            if conn.stream_array.size:
+            if conn.stream_array.size and now >= conn.silent_until:
                 mask = np.isin(events.stream, conn.stream_array)
                 if mask.any():
                     wanted.append((conn, mask))
@@ -183,14 +189,13 @@ class Hub:
     def housekeeping(self) -> None:
         """Ping, drop clients that stopped answering, close connections past their age."""
         now = time.monotonic()
-        silent = self.silent()
         for conn in list(self.conns):
             if now - conn.last_pong > self.pong_timeout:
                 log.info("dropping a client that sent no pong for %.1f s", now - conn.last_pong)
                 conn.abort()
             elif now - conn.opened_at > self.max_connection_age:
                 conn.close(1000, "connection age limit reached")
-            elif not silent and now - conn.last_ping >= self.ping_interval:
+            elif now >= conn.silent_until and now - conn.last_ping >= self.ping_interval:
                 conn.last_ping = now
                 try:
                     conn.ping(b"")
@@ -211,6 +216,7 @@ class StreamHandler(WebSocketHandler):
         self.combined = combined
         self.subscriptions: dict[str, int | None] = {}
         self.stream_array = np.zeros(0, dtype=np.int64)
+        self.silent_until = 0.0
         self._incoming: collections.deque[float] = collections.deque()
 
     def check_origin(self, origin: str) -> bool:
