@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 import zipfile
+import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -166,24 +167,36 @@ def _verify_checksum(path: Path) -> None:
         )
 
 
-def _has_header(fh: IO[bytes]) -> bool:
-    # USD-M trade files carry a header row only from about 2022-08: a data row starts with a digit.
-    # Both regular files and zip members are buffered readers: peek() does not consume.
-    first = fh.peek(64)[:64]
-    return bool(first.strip()) and not first.lstrip()[:1].isdigit()
+def _header(fh: IO[bytes]) -> list[str] | None:
+    """The header row's names, or None when the file starts with data.
+
+    USD-M trade files carry a header row only from about 2022-08; a data row starts with a
+    digit. Both regular files and zip members are buffered readers: ``peek`` consumes nothing.
+    """
+    first = fh.peek(512)[:512].lstrip()
+    if not first or first[:1].isdigit():
+        return None
+    line = first.split(b"\n", 1)[0].decode("ascii", errors="replace")
+    return [name.strip() for name in line.split(",")]
 
 
 def _read_csv(fh: IO[bytes], columns: Sequence[str], where: str) -> pa.Table:
-    header = _has_header(fh)
+    header = _header(fh)
+    if header is not None and header != list(columns):
+        raise DataError(f"{where}: header {','.join(header)!r} is not the expected "
+                        f"{','.join(columns)!r}; is the file named after the right kind?")
     types = {c: _TYPES.get(c, pa.int64()) for c in columns}
     try:
         return pacsv.read_csv(
             fh,
-            read_options=pacsv.ReadOptions(column_names=list(columns), skip_rows=int(header),
+            read_options=pacsv.ReadOptions(column_names=list(columns),
+                                           skip_rows=int(header is not None),
                                            block_size=1 << 24),
             convert_options=pacsv.ConvertOptions(column_types=types, strings_can_be_null=False),
         )
-    except (pa.ArrowInvalid, OSError, zipfile.BadZipFile, EOFError) as exc:
+    except (zipfile.BadZipFile, EOFError, zlib.error):
+        raise  # a damaged zip member (bad CRC, cut short): the caller says so
+    except (pa.ArrowInvalid, OSError) as exc:
         raise DataError(f"{where}: not a valid {len(columns)}-column Binance trade CSV "
                         f"({', '.join(columns)}): {exc}") from None
 
@@ -204,7 +217,7 @@ def _open_table(archive: ArchiveFile) -> pa.Table:
             with zf.open(members[0]) as fh:
                 # The member's CRC is checked when its last byte is read, inside _read_csv.
                 return _read_csv(fh, columns, f"{path}:{members[0]}")
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError) as exc:
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, zlib.error) as exc:
         raise DataError(f"{path}: not a readable zip archive ({exc}); the file is truncated or "
                         "damaged, download it again") from None
 

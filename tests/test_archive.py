@@ -185,7 +185,8 @@ def test_corrupt_zip_member_is_rejected_and_store_unchanged(store_with_btc, tmp_
     data[mid:mid + 4] = bytes(b ^ 0xFF for b in data[mid:mid + 4])
     path.write_bytes(bytes(data))
     before = dump(store_with_btc)
-    with pytest.raises(DataError, match="ETHUSDT-trades-2024-08-08.zip"):
+    with pytest.raises(DataError, match="ETHUSDT-trades-2024-08-08.zip: not a readable zip "
+                       r"archive \(.*\); the file is truncated or damaged"):
         import_archives([path], store_with_btc, progress=False)
     assert dump(store_with_btc) == before
 
@@ -206,6 +207,12 @@ def test_wrong_columns_are_rejected(tmp_path):
     path = write_csv(tmp_path / "ETHUSDT-trades-2024-08-08.csv",
                      agg_lines(recorded("ETHUSDT"))[:50], header=None)
     with pytest.raises(DataError, match="not a valid 6-column Binance trade CSV"):
+        read_archive(path)
+    # The same with Binance's header row: the header names say what is wrong.
+    path = write_csv(tmp_path / "BTCUSDT-trades-2024-08-08.csv",
+                     agg_lines(recorded("ETHUSDT"))[:50], header=AGG_HEADER)
+    with pytest.raises(DataError, match="header 'agg_trade_id,price,.*' is not the expected "
+                       "'id,price,qty,quote_qty,time,is_buyer_maker'"):
         read_archive(path)
 
 
