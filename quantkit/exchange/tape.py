@@ -85,7 +85,7 @@ class Tape:
         if n == 0:
             return
         with self._lock:
-            if self._size + n > len(self._cols["id"]):
+            if self._size + n > min(len(self._cols["id"]), self.max_rows + self.max_rows // 2):
                 self._make_room(n)
             for name in _COLUMNS:
                 self._cols[name][self._size:self._size + n] = getattr(events, name)
@@ -94,7 +94,7 @@ class Tape:
     def _make_room(self, n: int) -> None:
         # Drop the oldest rows down to the bound, and leave slack (half the bound) so that the
         # copy this costs happens once per max_rows/2 appended rows, not on every append.
-        drop = max(0, self._size + n - self.max_rows)
+        drop = min(self._size, max(0, self._size + n - self.max_rows))
         kept = self._size - drop
         new_len = max(1024, min(2 * (kept + n), int(self.max_rows * 1.5) + n))
         for name in _COLUMNS:
