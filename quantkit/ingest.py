@@ -35,6 +35,8 @@ __all__ = ["Feed", "Ingestor", "IngestorBusy", "start"]
 log = logging.getLogger(__name__)
 
 _STATUS_EVERY_S = 1.0
+#: On stop, how long to let backfills already under way finish before closing.
+_STOP_GRACE_S = 5.0
 
 
 class IngestorBusy(StorageError):
@@ -159,6 +161,8 @@ class Ingestor:
         self.settings = settings
         self._stats = _Stats(url=settings.stream_url())
         self._stop = threading.Event()
+        self._abort = threading.Event()  # ends backfills still running after the stop grace
+        self._outstanding = 0  # gaps handed to the backfill thread and not yet written
         self._thread: threading.Thread | None = None
         self._backfill_thread: threading.Thread | None = None
         self._lock = _WriterLock(settings.db)
@@ -169,6 +173,7 @@ class Ingestor:
         # Work for the backfill thread, and what it hands back to the writer.
         self._gap_queue: queue.Queue[_Gap | None] = queue.Queue()
         self._fills: queue.SimpleQueue[tuple[_Gap, list[Trade], str | None]] = queue.SimpleQueue()
+        self._batch: list[Trade] = []  # received, not yet committed; outlives connections
         self._pending_gaps: list[_Gap] = []
         self._pending_events: list[tuple[str, str | None, str]] = []
         self._malformed_logged = 0
@@ -198,12 +203,14 @@ class Ingestor:
             for gap_id, sym, lo, hi in self._writer.open_gaps():
                 # Left open by a previous run (killed mid-backfill): fill it now.
                 self._gap_queue.put(_Gap(sym, lo, hi, gap_id))
+                self._outstanding += 1
         except BaseException:
             if self._writer is not None:
                 self._writer.close()
             self._lock.release()
             raise
         self._stop.clear()
+        self._abort.clear()
         self._stats.state = "connecting"
         self._backfill_thread = threading.Thread(target=self._backfill_loop, daemon=True,
                                                  name="quantkit-backfill")
@@ -213,13 +220,18 @@ class Ingestor:
         return self
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Stop streaming, write everything received so far and close the store."""
+        """Stop streaming, write everything received so far and close the store.
+
+        Backfills already under way get a few seconds to finish; a gap still open after that
+        stays recorded in the store and is filled on the next start.
+        """
         self._stop.set()
-        self._gap_queue.put(None)
         if self._thread is not None:
-            self._thread.join(timeout)
+            self._thread.join(timeout + _STOP_GRACE_S)
             if self._thread.is_alive():
                 log.error("ingest thread did not stop within %.0f s", timeout)
+        self._abort.set()
+        self._gap_queue.put(None)
         if self._backfill_thread is not None:
             self._backfill_thread.join(timeout)
         self._thread = self._backfill_thread = None
@@ -291,6 +303,7 @@ class Ingestor:
                 with contextlib.suppress(Exception):
                     ws.close(timeout=1)
                 self._event("disconnect", None, reason)
+                self._flush()
                 if self._stop.is_set():
                     break
                 self._stats.reconnects += 1
@@ -304,11 +317,27 @@ class Ingestor:
             self._note_error(f"ingest thread failed: {exc!r}")
         finally:
             with contextlib.suppress(Exception):
+                self._flush()
+                self._finish_backfills()
                 self._flush(final=True)
             self._stats.state = "stopped"
             with contextlib.suppress(Exception):
                 if self._writer is not None:
                     self._writer.write_status(self.stats())
+
+    def _finish_backfills(self) -> None:
+        """Let backfills under way complete (bounded), writing each as it arrives."""
+        deadline = time.monotonic() + _STOP_GRACE_S
+        while self._outstanding > 0 and time.monotonic() < deadline:
+            try:
+                fill = self._fills.get(timeout=0.05)
+            except queue.Empty:
+                continue
+            self._fills.put(fill)
+            self._flush()
+        if self._outstanding:
+            log.warning("%d gap(s) still being backfilled at stop: they stay recorded and are "
+                        "filled on the next start", self._outstanding)
 
     def _backoff(self, attempt: int) -> None:
         """Exponential backoff with full jitter, capped; interrupted by stop()."""
@@ -321,8 +350,7 @@ class Ingestor:
         """Receive until the connection ends; return why it ended."""
         s = self.settings
         ws.settimeout(min(s.batch_seconds, 0.25))
-        batch: list[Trade] = []
-        self._batch = batch
+        batch = self._batch
         last_id = self._last_id
         stats = self._stats
         started = last_msg = last_flush = last_status = time.monotonic()
@@ -406,7 +434,7 @@ class Ingestor:
         writer = self._writer
         if writer is None:
             return
-        batch = getattr(self, "_batch", [])
+        batch = self._batch
         fills = []
         while True:
             try:
@@ -420,6 +448,7 @@ class Ingestor:
         with writer.transaction() as conn:
             new_rows = writer.insert_rows(conn, batch)
             for gap, trades, error in fills:
+                self._outstanding -= 1
                 filled = writer.insert_rows(conn, trades)
                 new_rows += filled
                 self._stats.backfilled_rows += filled
@@ -447,13 +476,14 @@ class Ingestor:
         # Only once the gap rows are committed may the backfill thread fill them: a crash in
         # between leaves them 'open' in the store, and the next start picks them up.
         for gap in gaps:
+            self._outstanding += 1
             self._gap_queue.put(gap)
 
     # -- the backfill thread -----------------------------------------------------------------
     def _backfill_loop(self) -> None:
         while True:
             gap = self._gap_queue.get()
-            if gap is None or self._stop.is_set():
+            if gap is None or self._abort.is_set():
                 return
             trades: list[Trade] = []
             error = None
@@ -467,11 +497,11 @@ class Ingestor:
                     error = str(exc)
                     if "418" in error:
                         break  # banned: sending more would extend the ban
-                    self._stop.wait(exc.retry_after)
+                    self._abort.wait(exc.retry_after)
                 except (FeedError, ConfigError) as exc:
                     error = str(exc)
-                    self._stop.wait(min(2 ** attempt, 30))
-                if self._stop.is_set():
+                    self._abort.wait(min(2 ** attempt, 30))
+                if self._abort.is_set():
                     return
             if error:
                 self._stats.last_error = f"backfill of {gap.symbol} {gap.from_id}..{gap.to_id}: {error}"
@@ -572,26 +602,27 @@ def run(args: argparse.Namespace) -> int:
         print(f"demo: local exchange at {exchange.ws_url} (REST {exchange.rest_url})", flush=True)
     settings = Settings.load(**overrides)
     ingestor = Ingestor(settings)
-
-    def on_term(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, on_term)
+    # Signal handlers only set an event: raising from a handler can interrupt Thread.join() in
+    # a way that leaves the thread marked as finished while it is still flushing.
+    stop_requested = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop_requested.set())
+                for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         ingestor.start()
         print(f"ingesting {', '.join(settings.symbols)} ({settings.stream}) from "
               f"{settings.stream_url()} into {settings.db}; Ctrl-C to stop", flush=True)
-        while not ingestor.wait(args.status_every):
+        while not stop_requested.wait(args.status_every):
+            if not ingestor.running:
+                print("ingest thread ended unexpectedly: " + str(ingestor.stats()["last_error"]),
+                      file=sys.stderr)
+                return 1
             print(status_line(ingestor.stats()), flush=True)
-        print("ingest thread ended unexpectedly: " + str(ingestor.stats()["last_error"]),
-              file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
         print("stopping: flushing what was received ...", flush=True)
         return 0
     finally:
         ingestor.stop()
         print(status_line(ingestor.stats()), flush=True)
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         if exchange is not None:
             exchange.stop()

@@ -154,8 +154,9 @@ def _frame(rows: Sequence[tuple], with_symbol: bool = False) -> pd.DataFrame:
                            for c in columns})
     df = df.astype({"price": "float64", "qty": "float64", "is_buyer_maker": "bool",
                     "id": "int64", "first_id": "int64", "last_id": "int64"})
+    # Nanosecond unit, pandas' conventional one, whatever the version's default for unit="ms".
     index = pd.DatetimeIndex(pd.to_datetime(df.pop("trade_time").to_numpy(np.int64), unit="ms",
-                                            utc=True), name="time")
+                                            utc=True), name="time").as_unit("ns")
     df.index = index
     return df
 
