@@ -413,9 +413,14 @@ class LocalExchange:
         server.add_sockets(sockets)
         subscribed = asyncio.Event()
 
+        carried = (np.unique(self._recording.events.stream) if self._recording is not None
+                   else np.arange(2 * len(self.symbols)))
+
         def on_subscribe(conn: StreamHandler) -> None:
-            subscribed.set()
-            if self._burst_events is not None:
+            if np.isin(conn.stream_array, carried).any():  # a stream that has data to play
+                subscribed.set()
+            if self._burst_events is not None and not getattr(conn, "burst_started", False):
+                conn.burst_started = True  # type: ignore[attr-defined]
                 asyncio.ensure_future(self._send_burst(conn))
         hub.on_subscribe = on_subscribe
         tasks = [asyncio.ensure_future(self._housekeeping())]

@@ -109,7 +109,7 @@ class Hub:
         self.sent_messages = 0
         self.dropped_slow = 0
         self._malformed_next = 0
-        #: Called with a connection when it gains its first deliverable stream.
+        #: Called with a connection whenever it gains a deliverable stream.
         self.on_subscribe: Callable[[StreamHandler], None] | None = None
 
     def resolve(self, name: str, route: str) -> int | None:
@@ -320,12 +320,12 @@ class StreamHandler(WebSocketHandler):
         stream.close()
 
     def _subscribe(self, names: list[str]) -> None:
-        had = self.stream_array.size
+        had = set(self.stream_array.tolist())
         for name in names:
             if name:
                 self.subscriptions[name] = self.hub.resolve(name, self.route)
         self._update_streams()
-        if not had and self.stream_array.size and self.hub.on_subscribe is not None:
+        if set(self.stream_array.tolist()) - had and self.hub.on_subscribe is not None:
             self.hub.on_subscribe(self)
 
     def _update_streams(self) -> None:
