@@ -12,6 +12,8 @@ from quantkit.analytics import (
     BAR_COLUMNS,
     LivePair,
     align_bars,
+    cointegration,
+    half_life,
     pair_stats,
     resample_ohlcv,
 )
@@ -175,8 +177,16 @@ def test_long_stream_with_real_float_sums_and_a_chunked_window(hedge):
         delivered += rows[a:b]
     check_against_batch(lp, delivered, exact=False)
     s = lp.summary()
-    assert s["beta"] == lp.stats()["beta"].iloc[-1] and 0 <= s["pvalue"] <= 1
-    assert s["bars"] == len(lp.stats()) and s["time"] == lp.stats().index[-1]
+    stats = lp.stats()
+    assert s["beta"] == stats["beta"].iloc[-1] and s["zscore"] == stats["zscore"].iloc[-1]
+    assert s["bars"] == len(stats) and s["time"] == stats.index[-1]
+    assert s["pvalue"] == cointegration(stats["y"], stats["x"]).pvalue
+    assert s["half_life"] == half_life(stats["spread"].dropna())
+    # A tick that only moves the open bar keeps the cached test, but updates the last values.
+    last = stats.index[-1].value // 1_000_000
+    lp.update(frame([("AAA", last + 1, 10**7, 2700.0, 1.0, False, 1)]))
+    s2 = lp.summary()
+    assert s2["pvalue"] == s["pvalue"] and s2["zscore"] != s["zscore"]
 
 
 def test_bars_stay_bounded_and_kept_rows_keep_their_values():
@@ -243,7 +253,8 @@ def test_live_pair_on_a_real_store_with_a_backfill(tmp_path, binance_data):
     """Real trades through a real SQLite store: read_new increments, then a late backfill."""
     trades = []
     for name in ("btcusdt", "ethusdt"):
-        for p in read_recorded_trades(binance_data / f"hftbacktest_usdm_{name}_20240808_trade.txt.gz"):
+        path = binance_data / f"hftbacktest_usdm_{name}_20240808_trade.txt.gz"
+        for p in read_recorded_trades(path):
             trades.append(Trade(p["s"], p["t"], p["T"], float(p["p"]), float(p["q"]), p["t"],
                                 p["t"], p["m"], None))
     trades.sort(key=lambda tr: tr.trade_time)

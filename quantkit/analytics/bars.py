@@ -158,23 +158,30 @@ def resample_ohlcv(ticks: pd.DataFrame, freq: str) -> pd.DataFrame:
         order = None
     b = _bucket(t, step_ms * per_ms)
     starts = b.starts
+    # One scratch buffer for the products: fresh 10M-row temporaries cost more in page
+    # faults than the arithmetic itself.
+    scratch = np.multiply(price, qty)
     data = {
         "open": price[starts],
         "high": np.maximum.reduceat(price, starts),
         "low": np.minimum.reduceat(price, starts),
         "close": price[b.ends - 1],
         "volume": np.add.reduceat(qty, starts),
-        "quote_volume": np.add.reduceat(price * qty, starts),
+        "quote_volume": np.add.reduceat(scratch, starts),
     }
     counts = b.ends - b.starts
     if has_ids:
-        extra = ticks["last_id"].to_numpy(np.int64) - ticks["first_id"].to_numpy(np.int64)
+        first_id = ticks["first_id"].to_numpy(np.int64)
+        last_id = ticks["last_id"].to_numpy(np.int64)
         if order is not None:
-            extra = extra[order]
-        data["trades"] = np.add.reduceat(extra, starts) + counts
+            first_id, last_id = first_id[order], last_id[order]
+        # sum(last - first + 1) without a 10M-row difference array.
+        data["trades"] = (np.add.reduceat(last_id, starts) - np.add.reduceat(first_id, starts)
+                          + counts)
     else:
         data["trades"] = counts.astype(np.int64)
-    data["taker_buy_volume"] = np.add.reduceat(np.where(maker, 0.0, qty), starts)
+    np.multiply(qty, ~maker, out=scratch)
+    data["taker_buy_volume"] = np.add.reduceat(scratch, starts)
     idx = pd.DatetimeIndex(b.labels.astype(f"datetime64[{ticks.index.unit}]"), name="time")
     return pd.DataFrame(data, index=idx.tz_localize("UTC"))
 
