@@ -11,6 +11,7 @@ import zlib
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.signal import lfilter
 
 from ..errors import ConfigError
 from .tape import Events
@@ -163,13 +164,12 @@ class SyntheticMarket:
         trend = self._w + np.cumsum(rng["trend"].standard_normal(steps) * self._vol_step)
         if steps:
             self._w = float(trend[-1])
-        dev = np.empty((steps, len(self.profiles)))
         shocks = rng["dev"].standard_normal((steps, len(self.profiles))) * self._ou_s
-        ou = self._ou
-        for j in range(steps):
-            ou = ou * self._ou_a + shocks[j]
-            dev[j] = ou
-        self._ou = ou
+        # The AR(1) recursion dev[j] = a * dev[j-1] + shock[j], run as a linear filter.
+        dev, _ = lfilter([1.0], [1.0, -self._ou_a], shocks, axis=0,
+                         zi=(self._ou_a * self._ou)[None, :])
+        if steps:
+            self._ou = dev[-1].copy()
         first_step = self._steps_done
         self._steps_done += steps
         return self._events(counts, first_step, self._log_p0 + trend[:, None] * self._beta + dev)
