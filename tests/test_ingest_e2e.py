@@ -293,3 +293,13 @@ def test_real_recorded_trades_replayed_end_up_tick_for_tick(binance_data, tmp_pa
             assert df["qty"].tolist() == [float(p["q"]) for p in payloads]
             assert df["is_buyer_maker"].tolist() == [p["m"] for p in payloads]
             assert (df.index.asi8 // 1_000_000).tolist() == [p["T"] for p in payloads]
+
+
+def test_pings_are_answered_so_the_exchange_keeps_us(tmp_path):
+    db = tmp_path / "t.db"
+    with LocalExchange(symbols=SYMBOLS, rate=50.0, ping_interval=0.3, pong_timeout=0.8) as ex:
+        with Ingestor(settings(ex, db)) as ing:
+            time.sleep(3.0)  # ten pings; one unanswered would have cost the connection
+            assert ing.stats()["reconnects"] == 0 and ex.connection_count() == 1
+        for s in SYMBOLS:
+            assert assert_complete(db, ex, s) > 20
