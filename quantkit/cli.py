@@ -41,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser(command if command in COMMANDS else None).parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not args.verbose:  # one line per HTTP request is noise on a terminal
+        logging.getLogger("tornado.access").setLevel(logging.WARNING)
     try:
         return importlib.import_module(COMMANDS[args.command][0]).run(args)
     except QuantkitError as exc:
