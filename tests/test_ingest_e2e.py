@@ -303,3 +303,22 @@ def test_pings_are_answered_so_the_exchange_keeps_us(tmp_path):
             assert ing.stats()["reconnects"] == 0 and ex.connection_count() == 1
         for s in SYMBOLS:
             assert assert_complete(db, ex, s) > 20
+
+
+def test_trade_stream_gaps_are_filled_from_historical_trades(exchange, tmp_path):
+    db = tmp_path / "t.db"
+    with Ingestor(settings(exchange, db, stream="trade")) as ing:
+        wait_for(lambda: ing.stats()["rows_written"] >= 200)
+        exchange.skip_messages(6)
+        wait_for(lambda: ing.stats()["gaps_filled"] >= 1)
+        rows = ing.stats()["rows_written"]
+        wait_for(lambda: ing.stats()["rows_written"] >= rows + 100)
+    for s in SYMBOLS:
+        rows = stored(db, s)
+        ids = [r[0] for r in rows]
+        assert ids == list(range(ids[0], ids[-1] + 1))
+        assert all(r[4] == r[5] == r[0] for r in rows)  # single trades: first = last = id
+        served_ = {t.id: t for t in exchange.trades(s, "trade")}
+        assert all(served_[r[0]].price == r[2] and served_[r[0]].qty == r[3] for r in rows)
+    with TickStore(db) as store:
+        assert store.meta()["stream:BTCUSDT"] == "trade"
