@@ -1,8 +1,8 @@
 """Import data.binance.vision USD-M futures ``aggTrades``/``trades`` archives into the tick store.
 
-Each file is read and validated whole (zip CRC, ``.CHECKSUM`` sha256, columns, values) before
-anything is written, then stored in one transaction, so a damaged file leaves the store as it was
-and importing the same file twice adds nothing (the store is unique on ``(symbol, id)``).
+Each file is verified (``.CHECKSUM`` sha256, zip CRC, columns, values) and stored in one
+transaction, so a damaged file leaves the store exactly as it was, and importing the same file
+twice adds nothing (the store is unique on ``(symbol, id)``).
 """
 from __future__ import annotations
 
@@ -66,7 +66,9 @@ _NAME_RE = re.compile(
 )
 # Futures archives use ms; a time above this is in microseconds (spot files since 2025).
 _MICROSECONDS_ABOVE = 10**14
-# Rows converted to Python values at a time (bounds memory, moves the progress bar).
+# Bytes of CSV parsed per batch (about 60k rows): bounds memory, moves the progress bar.
+_BLOCK_BYTES = 1 << 22
+# Rows per batch when a whole (unsorted) file is stored.
 _CHUNK = 100_000
 _ROWS_PER_STATEMENT = 100
 #: Stored columns in insert order (symbol is bound separately, recv_time is NULL).
@@ -180,18 +182,23 @@ def _header(fh: IO[bytes]) -> list[str] | None:
     return [name.strip() for name in line.split(",")]
 
 
-def _read_csv(fh: IO[bytes], columns: Sequence[str], where: str) -> pa.Table:
+class _Unsorted(Exception):
+    """Raised while streaming a file whose ids do not strictly increase: sort it whole."""
+
+
+def _csv_batches(fh: IO[bytes], columns: Sequence[str], where: str) -> Iterator[pa.RecordBatch]:
     header = _header(fh)
     if header is not None and header != list(columns):
         raise DataError(f"{where}: header {','.join(header)!r} is not the expected "
                         f"{','.join(columns)!r}; is the file named after the right kind?")
     types = {c: _TYPES.get(c, pa.int64()) for c in columns}
     try:
-        return pacsv.read_csv(
+        # Streaming: pyarrow parses the next block in its own threads while we store this one.
+        yield from pacsv.open_csv(
             fh,
             read_options=pacsv.ReadOptions(column_names=list(columns),
                                            skip_rows=int(header is not None),
-                                           block_size=1 << 24),
+                                           block_size=_BLOCK_BYTES),
             convert_options=pacsv.ConvertOptions(column_types=types, strings_can_be_null=False),
         )
     except (zipfile.BadZipFile, EOFError, zlib.error):
@@ -201,29 +208,95 @@ def _read_csv(fh: IO[bytes], columns: Sequence[str], where: str) -> pa.Table:
                         f"({', '.join(columns)}): {exc}") from None
 
 
-def _open_table(archive: ArchiveFile) -> pa.Table:
-    columns = _KINDS[archive.kind][0]
-    path = archive.path
-    if path.suffix == ".csv":
-        with path.open("rb") as fh:
-            return _read_csv(fh, columns, str(path))
-    _verify_checksum(path)
+def _zip_member(zf: zipfile.ZipFile, path: Path) -> str:
+    members = [m for m in zf.namelist() if m.endswith(".csv")]
+    if len(members) != 1:
+        raise DataError(f"{path}: expected one .csv inside the zip, found "
+                        f"{len(members)} ({', '.join(zf.namelist()) or 'nothing'})")
+    return members[0]
+
+
+@contextlib.contextmanager
+def _zip_errors(path: Path) -> Iterator[None]:
     try:
-        with zipfile.ZipFile(path) as zf:
-            members = [m for m in zf.namelist() if m.endswith(".csv")]
-            if len(members) != 1:
-                raise DataError(f"{path}: expected one .csv inside the zip, found "
-                                f"{len(members)} ({', '.join(zf.namelist()) or 'nothing'})")
-            with zf.open(members[0]) as fh:
-                # The member's CRC is checked when its last byte is read, inside _read_csv.
-                return _read_csv(fh, columns, f"{path}:{members[0]}")
+        yield
     except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, zlib.error) as exc:
         raise DataError(f"{path}: not a readable zip archive ({exc}); the file is truncated or "
                         "damaged, download it again") from None
 
 
+def _precheck(archive: ArchiveFile) -> None:
+    """What can be checked before writing: the ``.CHECKSUM``, and a zip's directory (a
+    truncated download has none)."""
+    if archive.path.suffix == ".zip":
+        _verify_checksum(archive.path)
+        with _zip_errors(archive.path), zipfile.ZipFile(archive.path) as zf:
+            _zip_member(zf, archive.path)
+
+
+def _record_batches(archive: ArchiveFile) -> Iterator[pa.RecordBatch]:
+    """The file's rows as Arrow batches (call :func:`_precheck` first)."""
+    columns = _KINDS[archive.kind][0]
+    path = archive.path
+    if path.suffix == ".csv":
+        with path.open("rb") as fh:
+            yield from _csv_batches(fh, columns, str(path))
+        return
+    with _zip_errors(path), zipfile.ZipFile(path) as zf:
+        member = _zip_member(zf, path)
+        with zf.open(member) as fh:
+            # The member's CRC is checked when its last byte is read: a damaged file fails
+            # on its last batch, and the transaction holding the others is rolled back.
+            yield from _csv_batches(fh, columns, f"{path}:{member}")
+
+
+def _validated(archive: ArchiveFile, batch: pa.RecordBatch) -> dict[str, np.ndarray]:
+    """Numpy columns in store order from one batch, after checking the values make sense."""
+    where = str(archive.path)
+    for name, column in zip(batch.schema.names, batch.columns):
+        if column.null_count:
+            raise DataError(f"{where}: column {name!r} has empty values; download it again")
+    id_col, time_col, qty_col, first_col, last_col = _KINDS[archive.kind][2]
+    cols = {
+        "id": batch.column(id_col).to_numpy(),
+        "trade_time": batch.column(time_col).to_numpy(),
+        "price": batch.column("price").to_numpy(),
+        "qty": batch.column(qty_col).to_numpy(),
+        "first_id": batch.column(first_col).to_numpy(),
+        "last_id": batch.column(last_col).to_numpy(),
+        "is_buyer_maker": batch.column("is_buyer_maker").to_numpy(zero_copy_only=False),
+    }
+    if not (cols["price"] > 0).all() or not (cols["qty"] > 0).all():
+        raise DataError(f"{where}: found a price or quantity that is not positive")
+    if (cols["last_id"] < cols["first_id"]).any():
+        raise DataError(f"{where}: found last_trade_id below first_trade_id")
+    if len(cols["trade_time"]) and cols["trade_time"].max() > _MICROSECONDS_ABOVE:
+        cols["trade_time"] = cols["trade_time"] // 1000
+    return cols
+
+
+def _column_batches(archive: ArchiveFile, *, sorted_only: bool) -> Iterator[dict[str, np.ndarray]]:
+    """Validated column batches in file order; with ``sorted_only``, raise :class:`_Unsorted`
+    as soon as an id does not exceed the one before it."""
+    rows, last = 0, None
+    for batch in _record_batches(archive):
+        cols = _validated(archive, batch)
+        ids = cols["id"]
+        if not len(ids):
+            continue
+        if sorted_only and ((last is not None and ids[0] <= last) or (np.diff(ids) <= 0).any()):
+            raise _Unsorted
+        rows, last = rows + len(ids), ids[-1]
+        yield cols
+    if rows == 0:
+        raise DataError(f"{archive.path}: holds no trades")
+
+
 def read_archive(path: str | Path) -> tuple[ArchiveFile, dict[str, np.ndarray]]:
-    """Read and validate one archive into columns in store order, sorted by id.
+    """Read and validate one whole archive into columns in store order, sorted by id.
+
+    :func:`import_archives` streams files instead and uses this only for files whose ids are
+    not in order (some monthly files): it needs about 50 bytes a row of memory.
 
     Parameters
     ----------
@@ -243,32 +316,10 @@ def read_archive(path: str | Path) -> tuple[ArchiveFile, dict[str, np.ndarray]]:
         For a name that says nothing, a truncated or damaged zip, a checksum mismatch, wrong
         columns, empty or non-positive values, or ``last_id < first_id``.
     """
-    archive = parse_archive_name(path)
-    if not archive.path.is_file():
-        raise DataError(f"{archive.path}: no such file")
-    table = _open_table(archive)
-    where = str(archive.path)
-    if table.num_rows == 0:
-        raise DataError(f"{where}: holds no trades")
-    for name in table.column_names:
-        if table.column(name).null_count:
-            raise DataError(f"{where}: column {name!r} has empty values; download it again")
-    id_col, time_col, qty_col, first_col, last_col = _KINDS[archive.kind][2]
-    cols = {
-        "id": table.column(id_col).to_numpy(),
-        "trade_time": table.column(time_col).to_numpy(),
-        "price": table.column("price").to_numpy(),
-        "qty": table.column(qty_col).to_numpy(),
-        "first_id": table.column(first_col).to_numpy(),
-        "last_id": table.column(last_col).to_numpy(),
-        "is_buyer_maker": table.column("is_buyer_maker").to_numpy(zero_copy_only=False),
-    }
-    if not (cols["price"] > 0).all() or not (cols["qty"] > 0).all():
-        raise DataError(f"{where}: found a price or quantity that is not positive")
-    if (cols["last_id"] < cols["first_id"]).any():
-        raise DataError(f"{where}: found last_trade_id below first_trade_id")
-    if cols["trade_time"].max() > _MICROSECONDS_ABOVE:
-        cols["trade_time"] = cols["trade_time"] // 1000
+    archive = _existing(path)
+    _precheck(archive)
+    parts = list(_column_batches(archive, sorted_only=False))
+    cols = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     # Insertion order is the live readers' cursor order; some monthly files are not sorted.
     if (np.diff(cols["id"]) < 0).any():
         order = np.argsort(cols["id"], kind="stable")
@@ -276,14 +327,26 @@ def read_archive(path: str | Path) -> tuple[ArchiveFile, dict[str, np.ndarray]]:
     return archive, cols
 
 
-def _flat_chunks(cols: dict[str, np.ndarray]) -> Iterator[list]:
-    """Row values interleaved in ``_FIELDS`` order, ``_CHUNK`` rows per list."""
+def _existing(path: str | Path) -> ArchiveFile:
+    archive = parse_archive_name(path)
+    if not archive.path.is_file():
+        raise DataError(f"{archive.path}: no such file")
+    return archive
+
+
+def _chunks(cols: dict[str, np.ndarray], size: int = _CHUNK) -> Iterator[dict[str, np.ndarray]]:
     n = len(cols["id"])
-    for lo in range(0, n, _CHUNK):
-        hi = min(n, lo + _CHUNK)
-        flat = np.empty((hi - lo) * len(_FIELDS), dtype=object)
+    for lo in range(0, n, size):
+        yield {k: v[lo:lo + size] for k, v in cols.items()}
+
+
+def _flat(batches: Iterable[dict[str, np.ndarray]]) -> Iterator[list]:
+    """Row values interleaved in ``_FIELDS`` order, one list per batch."""
+    width = len(_FIELDS)
+    for cols in batches:
+        flat = np.empty(len(cols["id"]) * width, dtype=object)
         for j, name in enumerate(_FIELDS):
-            flat[j::len(_FIELDS)] = cols[name][lo:hi].tolist()
+            flat[j::width] = cols[name].tolist()
         yield flat.tolist()
 
 
@@ -326,25 +389,39 @@ def _insert_sql(rows: int) -> str:
             + ",".join([row] * rows))
 
 
-def _store(writer: TickWriter, archive: ArchiveFile, cols: dict[str, np.ndarray],
-           bar: tqdm) -> int:
-    n, width = len(cols["id"]), len(_FIELDS)
+def _store(writer: TickWriter, archive: ArchiveFile, bar: tqdm) -> tuple[int, int]:
+    """Store one file in one transaction; return (rows read, rows new)."""
+    shown = bar.n
+    try:
+        return _store_batches(writer, archive, _column_batches(archive, sorted_only=True), bar)
+    except _Unsorted:  # rolled back; store the file again, sorted in memory
+        bar.n = shown
+        bar.refresh()
+        _, cols = read_archive(archive.path)
+        return _store_batches(writer, archive, _chunks(cols), bar)
+
+
+def _store_batches(writer: TickWriter, archive: ArchiveFile,
+                   batches: Iterator[dict[str, np.ndarray]], bar: tqdm) -> tuple[int, int]:
+    width = len(_FIELDS)
     step = _ROWS_PER_STATEMENT * width
     full_sql = _insert_sql(_ROWS_PER_STATEMENT)
+    rows = 0
     with writer.transaction() as conn:
         before = conn.total_changes
-        for flat in _prefetch(_flat_chunks(cols)):
+        for flat in _prefetch(_flat(batches)):
             whole = len(flat) - len(flat) % step
             conn.executemany(full_sql, ([archive.symbol, *flat[i:i + step]]
                                         for i in range(0, whole, step)))
             if whole < len(flat):
                 conn.execute(_insert_sql((len(flat) - whole) // width),
                              [archive.symbol, *flat[whole:]])
+            rows += len(flat) // width
             bar.update(len(flat) // width)
         new = conn.total_changes - before
         writer.record_event("import", archive.symbol,
-                            f"{archive.path.name}: {n} rows read, {new} new", conn=conn)
-    return new
+                            f"{archive.path.name}: {rows} rows read, {new} new", conn=conn)
+    return rows, new
 
 
 @contextlib.contextmanager
@@ -394,26 +471,28 @@ def import_archives(paths: Iterable[str | Path], db: str | Path, *,
 
     Notes
     -----
-    A file is held in memory as numpy columns (about 50 bytes a row) while it is validated,
-    so a monthly BTCUSDT ``trades`` file needs several GB: prefer daily files on small machines.
+    A file is parsed and stored batch by batch inside its transaction, so memory stays small
+    and a damage found late (a zip's CRC is checked at its end) rolls the whole file back.
+    Rows are stored in id order (insertion order is the live readers' cursor): a file whose
+    ids are not in order (some monthly files) is rolled back, read whole, sorted and stored
+    again, which needs about 50 bytes a row of memory.
     """
     paths = [Path(p) for p in ([paths] if isinstance(paths, (str, Path)) else paths)]
     if not paths:
         raise DataError("paths: give at least one archive file")
-    for p in paths:  # fail on a bad name before touching anything
-        parse_archive_name(p)
+    archives = [_existing(p) for p in paths]  # a bad name or path fails before any write
     reports: list[FileReport] = []
     with TickWriter(db) as writer, tqdm(total=None, unit="rows", unit_scale=True,
                                         disable=None if progress else True,
                                         file=sys.stderr) as bar:
-        for path in paths:
+        for archive in archives:
             t0 = time.perf_counter()
-            bar.set_description(path.name)
-            archive, cols = read_archive(path)
+            bar.set_description(archive.path.name)
+            _precheck(archive)
             with _claimed(writer, archive):
-                new = _store(writer, archive, cols, bar)
-            reports.append(FileReport(path, archive.symbol, archive.stream, len(cols["id"]),
-                                      new, time.perf_counter() - t0))
+                rows, new = _store(writer, archive, bar)
+            reports.append(FileReport(archive.path, archive.symbol, archive.stream, rows, new,
+                                      time.perf_counter() - t0))
     return ImportReport(tuple(reports))
 
 

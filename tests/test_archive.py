@@ -175,7 +175,12 @@ def test_truncated_zip_is_rejected_and_store_unchanged(archives, store_with_btc,
         assert store.count() == BTC_TRADES and store.symbols() == ["BTCUSDT"]
 
 
-def test_corrupt_zip_member_is_rejected_and_store_unchanged(store_with_btc, tmp_path):
+def test_corrupt_zip_member_is_rejected_and_store_unchanged(store_with_btc, tmp_path,
+                                                            monkeypatch):
+    import quantkit.archive as archive_mod
+
+    # Small batches: most rows are inserted before the CRC check at the member's end fails.
+    monkeypatch.setattr(archive_mod, "_BLOCK_BYTES", 32 << 10)
     path = write_zip(tmp_path / "ETHUSDT-trades-2024-08-08.zip",
                      trades_lines(recorded("ETHUSDT")), header=TRADES_HEADER, checksum=False)
     data = bytearray(path.read_bytes())
@@ -245,20 +250,31 @@ def test_cli_import(archives, tmp_path, capsys):
 def test_failure_while_writing_rolls_the_whole_file_back(store_with_btc, archives, monkeypatch):
     import quantkit.archive as archive_mod
 
-    chunks = archive_mod._flat_chunks
+    flat = archive_mod._flat
 
-    def failing(cols):
-        for k, chunk in enumerate(chunks(cols)):
-            if k == 2:  # two chunks are already inserted in the open transaction
+    def failing(batches):
+        for k, rows in enumerate(flat(batches)):
+            if k == 2:  # two batches are already inserted in the open transaction
                 raise OSError("disk went away")
-            yield chunk
+            yield rows
 
-    monkeypatch.setattr(archive_mod, "_CHUNK", 1000)
-    monkeypatch.setattr(archive_mod, "_flat_chunks", failing)
+    monkeypatch.setattr(archive_mod, "_BLOCK_BYTES", 64 << 10)
+    monkeypatch.setattr(archive_mod, "_flat", failing)
     before = dump(store_with_btc)
     with pytest.raises(OSError, match="disk went away"):
         import_archives([archives["eth_trades_csv"]], store_with_btc, progress=False)
     assert dump(store_with_btc) == before
+
+
+def test_small_batches_store_the_same_rows(archives, tmp_path, monkeypatch):
+    import quantkit.archive as archive_mod
+
+    monkeypatch.setattr(archive_mod, "_BLOCK_BYTES", 32 << 10)  # ~25 batches for BTCUSDT
+    report = import_archives([archives["btc_trades_zip"]], tmp_path / "b.db", progress=False)
+    assert (report.rows_read, report.rows_new) == (BTC_TRADES, BTC_TRADES)
+    with TickStore(tmp_path / "b.db") as store:
+        ids = store.read_new(0).frame["id"]
+    assert ids.is_monotonic_increasing and ids.is_unique and len(ids) == BTC_TRADES
 
 
 class _Terminal(io.StringIO):
