@@ -219,7 +219,7 @@ class LocalExchange:
         return self._call(self._hub.drop_all)
 
     def send_malformed(self, n: int = 1) -> None:
-        """Send ``n`` malformed frames to every connection (truncated JSON, HTML, missing fields)."""
+        """Send ``n`` malformed frames to every connection (bad JSON, HTML, missing fields)."""
         self._call(self._hub.send_malformed, int(n))
 
     def go_silent(self, seconds: float) -> int:
