@@ -147,3 +147,21 @@ def test_replay_input_errors(tmp_path, binance_data):
         LocalExchange(mode="replay", files=[empty]).start()
     with pytest.raises(ConfigError, match="DOGEUSDT"):
         LocalExchange(mode="replay", files=[binance_data / BTC], symbols=["DOGEUSDT"]).start()
+
+
+def test_klines_of_replayed_trades_equal_binance_klines(binance_data):
+    """Bars served by /fapi/v1/klines from the replayed trades are Binance's own 1m klines,
+    string for string (minutes 23:55..23:59 are fully covered by the recording)."""
+    archive = binance_data / "BTCUSDT-um-1m-klines-2024-08-08T2330_2024-08-09T0030.csv"
+    lines = archive.read_text().splitlines()[1:]
+    binance = {int(r.split(",")[0]): r.split(",") for r in lines}
+    with LocalExchange(mode="replay", files=[binance_data / BTC], speed=0) as ex:
+        ws = connect(f"{ex.ws_url}/market/ws/btcusdt@trade")
+        for _ in range(21313):
+            ws.recv()
+        ws.close()
+        bars = rest(ex.rest_url, "/fapi/v1/klines?symbol=BTCUSDT&interval=1m"
+                                 "&startTime=1723161300000&endTime=1723161599999")
+    assert [b[0] for b in bars] == [1723161300000 + 60_000 * i for i in range(5)]
+    for bar in bars:
+        assert [str(v) for v in bar] == binance[bar[0]]

@@ -94,6 +94,7 @@ def test_historical_trades_match_the_trade_stream(exchange):
     ("/fapi/v1/aggTrades?symbol=BTCUSDT&limit=1001", -1130),
     ("/fapi/v1/aggTrades?symbol=BTCUSDT&fromId=abc", -1100),
     ("/fapi/v1/historicalTrades?symbol=BTCUSDT&limit=501", -1130),
+    ("/fapi/v1/klines?symbol=BTCUSDT&interval=7m", -1120),
 ])
 def test_binance_errors(exchange, query, code):
     status, headers, body = get(exchange.rest_url, query)

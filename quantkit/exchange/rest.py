@@ -1,8 +1,8 @@
 """The REST side of the local exchange: Binance USD-M endpoints with request-weight limits.
 
 Endpoints (weights as Binance documents them): ``GET /fapi/v1/aggTrades`` (20),
-``GET /fapi/v1/historicalTrades`` (20), ``GET /fapi/v1/exchangeInfo`` (1), ``GET /fapi/v1/time``
-(1). Every response carries ``X-MBX-USED-WEIGHT-1M``. Going over ``weight_limit`` in a minute
+``GET /fapi/v1/historicalTrades`` (20), ``GET /fapi/v1/klines`` (1-10 by limit),
+``GET /fapi/v1/exchangeInfo`` (1), ``GET /fapi/v1/time`` (1). Every response carries ``X-MBX-USED-WEIGHT-1M``. Going over ``weight_limit`` in a minute
 answers 429 with ``Retry-After``; asking again while still over earns a 418 ban. The admin
 endpoints under ``/quantkit/`` (faults, status) are free and never limited.
 """
@@ -13,10 +13,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import orjson
 from tornado.web import RequestHandler
 
-from .tape import AGG, TRADE, Tape
+from .tape import AGG, TRADE, Tape, format_scaled
 
 __all__ = ["RestState", "rest_routes"]
 
@@ -206,6 +207,81 @@ def _quote(price: str, qty: str, decimals: int) -> str:
     return text.rstrip(".")
 
 
+_INTERVALS_MS = {"1m": 60_000, "3m": 180_000, "5m": 300_000, "15m": 900_000,
+                 "30m": 1_800_000, "1h": 3_600_000, "2h": 7_200_000, "4h": 14_400_000,
+                 "6h": 21_600_000, "8h": 28_800_000, "12h": 43_200_000, "1d": 86_400_000}
+
+
+class KlinesHandler(_Endpoint):
+    """``GET /fapi/v1/klines``: bars of the trades this exchange served (symbol, interval,
+    startTime, endTime, limit 500, max 1500); the last bar is the one still open.
+
+    Weight by limit as Binance documents: 1 (< 100), 2 (< 500), 5 (<= 1000), 10 (more).
+    """
+
+    def prepare(self) -> None:
+        limit = self.get_query_argument("limit", "500")
+        n = int(limit) if limit.isdigit() else 500
+        self.WEIGHT = 1 if n < 100 else 2 if n < 500 else 5 if n <= 1000 else 10
+        super().prepare()
+
+    def get(self) -> None:
+        try:
+            tape = self.tape(AGG)
+            if len(tape) == 0:
+                tape = self.tape(TRADE)  # trade-only replays: bars from individual trades
+            interval = self.get_query_argument("interval", None)
+            if interval not in _INTERVALS_MS:
+                raise _BadRequest(-1120, "Invalid interval.")
+            limit = self.limit(500, 1500)
+            start, end = self.int_arg("startTime"), self.int_arg("endTime")
+        except _BadRequest as exc:
+            self.fail(exc)
+            return
+        self.send(_klines(tape, _INTERVALS_MS[interval], start, end, limit))
+
+
+def _klines(tape: Tape, step: int, start: int | None, end: int | None,
+            limit: int) -> list[list[Any]]:
+    if len(tape) == 0:
+        return []
+    newest = int(tape.columns(slice(-1, None), ("trade_time",))[0][0])
+    if start is None:
+        last_open = (min(end, newest) if end is not None else newest) // step * step
+        start = last_open - (limit - 1) * step
+    else:
+        start = start // step * step
+    stop = start + limit * step - 1
+    if end is not None:
+        stop = min(stop, end)
+    t, p, q, f, l, m = tape.columns(tape.time_span(start, stop), (
+        "trade_time", "price", "qty", "first_id", "last_id", "maker"))
+    if len(t) == 0:
+        return []
+    pd, qd = tape.price_decimals, tape.qty_decimals
+    bar = t // step
+    cuts = np.flatnonzero(np.diff(bar)) + 1
+    starts, stops = np.concatenate(([0], cuts)), np.concatenate((cuts, [len(t)]))
+    quote = p * q  # exact: scaled by 10**(pd + qd)
+    count = l - f + 1
+    taker_buy = ~m  # the buyer was the taker
+
+    def total(values: np.ndarray, lo: int, hi: int, decimals: int) -> str:
+        return format_scaled(int(values[lo:hi].sum()), decimals)
+
+    out = []
+    for lo, hi in zip(starts.tolist(), stops.tolist()):
+        open_time = int(bar[lo]) * step
+        out.append([open_time, format_scaled(int(p[lo]), pd),
+                    format_scaled(int(p[lo:hi].max()), pd),
+                    format_scaled(int(p[lo:hi].min()), pd),
+                    format_scaled(int(p[hi - 1]), pd), total(q, lo, hi, qd),
+                    open_time + step - 1, total(quote, lo, hi, pd + qd),
+                    int(count[lo:hi].sum()), total(q * taker_buy, lo, hi, qd),
+                    total(quote * taker_buy, lo, hi, pd + qd), "0"])
+    return out
+
+
 class ExchangeInfoHandler(_Endpoint):
     """``GET /fapi/v1/exchangeInfo``."""
 
@@ -238,5 +314,6 @@ def rest_routes(state: RestState) -> list[tuple[str, type, dict[str, Any]]]:
         (r"/fapi/v1/historicalTrades", HistoricalTradesHandler, kw),
         (r"/fapi/v1/exchangeInfo", ExchangeInfoHandler, kw),
         (r"/fapi/v1/time", TimeHandler, kw),
+        (r"/fapi/v1/klines", KlinesHandler, kw),
         (r"/fapi/(.*)", NotFoundHandler, kw),
     ]

@@ -42,6 +42,12 @@ _FAULTS = ("drop_connections", "send_malformed", "go_silent", "skip_messages", "
 _BURST_CHUNK = 2000  # frames per socket write in burst mode (~400 KB)
 
 
+def _log_request(handler: tornado.web.RequestHandler) -> None:
+    # Requests at debug level: a backfilling client makes many, and 4xx answers are expected.
+    log.debug("%d %s %.1f ms", handler.get_status(), handler.request.uri,
+              1000 * handler.request.request_time())
+
+
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -406,7 +412,8 @@ class LocalExchange:
         routes += rest_routes(self._rest)
         routes += [(r"/quantkit/fault", FaultHandler, {"exchange": self}),
                    (r"/quantkit/status", StatusHandler, {"exchange": self})]
-        app = tornado.web.Application(routes, websocket_max_message_size=1 << 20)
+        app = tornado.web.Application(routes, websocket_max_message_size=1 << 20,
+                                      log_function=_log_request)
         sockets = tornado.netutil.bind_sockets(self.port, self.host)
         self.port = sockets[0].getsockname()[1]
         server = tornado.httpserver.HTTPServer(app, xheaders=False)

@@ -137,6 +137,18 @@ class Tape:
                 np.searchsorted(times, end_time, side="right"))
             return slice(max(0, hi - limit), hi)
 
+    def columns(self, positions: slice, names: tuple[str, ...]) -> list[np.ndarray]:
+        """Copies of the columns ``names`` at ``positions``."""
+        with self._lock:
+            return [self._cols[name][:self._size][positions].copy() for name in names]
+
+    def time_span(self, start_time: int, end_time: int) -> slice:
+        """Positions of the rows with ``start_time <= trade_time <= end_time``."""
+        with self._lock:
+            times = self._cols["trade_time"][:self._size]
+            return slice(int(np.searchsorted(times, start_time, side="left")),
+                         int(np.searchsorted(times, end_time, side="right")))
+
     def rows(self, positions: slice) -> list[tuple[int, int, int, str, str, int, int, bool]]:
         """``(id, event_time, trade_time, price_str, qty_str, first_id, last_id, maker)`` rows."""
         with self._lock:
