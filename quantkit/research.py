@@ -21,6 +21,8 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from .analytics import (
+    CointegrationResult,
+    HedgeResult,
     align_bars,
     cointegration,
     freq_ms,
@@ -30,8 +32,7 @@ from .analytics import (
     registry,
     resample_ohlcv,
 )
-from .analytics.pairs import CointegrationResult, HedgeResult
-from .errors import DataError
+from .errors import DataError, QuantkitError
 from .storage import TickStore
 
 __all__ = [
@@ -221,9 +222,9 @@ def pair_figure(diag: PairDiagnostics, fig: go.FigureWidget | None = None, *,
     rolling cointegration p-value. Pass ``fig`` to redraw an existing figure in place."""
     s, p = diag.stats, diag.pair
     t = _x(s.index)
-    title = (f"{p.y} on {p.x}, {p.freq} bars, window {diag.window} ({diag.hedge}): "
-             f"OLS beta {diag.ols.beta:.4g}, Engle-Granger p = {diag.coint.pvalue:.3f}, "
-             f"half-life {_fmt_half_life(diag)}")
+    title = (f"{p.y} on {p.x}: {p.freq} bars, window {diag.window}, {diag.hedge} (times UTC)"
+             f"<br><sup>whole range: OLS beta {diag.ols.beta:.4g}, Engle-Granger "
+             f"p = {diag.coint.pvalue:.3f}, half-life {_fmt_half_life(diag)}</sup>")
     rebased = {p.y: s["y"] / s["y"].iloc[0] * 100, p.x: s["x"] / s["x"].iloc[0] * 100}
     traces = [
         ("prices", f"{p.y} (rebased to 100)", rebased[p.y]),
@@ -254,9 +255,8 @@ def pair_figure(diag: PairDiagnostics, fig: go.FigureWidget | None = None, *,
         fig.add_hline(y=0.05, line={"dash": "dash", "color": "grey", "width": 1},
                       row=_PAIR_ROWS.index("coint") + 1, col=1)
         fig.update_xaxes(type="date")
-        fig.update_layout(height=900, margin={"l": 60, "r": 20, "t": 70, "b": 30},
-                          legend={"orientation": "h", "y": -0.05}, uirevision="explore",
-                          xaxis6_title="time (UTC)")
+        fig.update_layout(height=900, margin={"l": 60, "r": 20, "t": 80, "b": 30},
+                          legend={"orientation": "h", "y": -0.06}, uirevision="explore")
     with fig.batch_update():
         for trace, (_, name, values) in zip(fig.data, traces):
             trace.x, trace.y, trace.name = t, values.to_numpy(np.float64), name
@@ -267,7 +267,11 @@ def pair_figure(diag: PairDiagnostics, fig: go.FigureWidget | None = None, *,
 def _fmt_half_life(diag: PairDiagnostics) -> str:
     if diag.half_life is None:
         return "none (no mean reversion)"
-    return f"{diag.half_life_bars:.1f} bars ({diag.half_life})"
+    seconds = diag.half_life.total_seconds()
+    for unit, size in (("d", 86_400), ("h", 3_600), ("min", 60)):
+        if seconds >= 2 * size:
+            return f"{diag.half_life_bars:.1f} bars = {seconds / size:.1f} {unit}"
+    return f"{diag.half_life_bars:.1f} bars = {seconds:.1f} s"
 
 
 class Explorer:
@@ -352,8 +356,9 @@ def compare_indicators(a: pd.Series, b: pd.Series, *, upper: float = 70.0,
 
 
 def indicator_figure(bars: pd.DataFrame, series: Mapping[str, pd.Series], *,
-                     title: str = "") -> go.Figure:
-    """Close price above, the given indicator series below, on one UTC time axis."""
+                     title: str = "", levels: Sequence[float] = ()) -> go.Figure:
+    """Close price above, the given indicator series below (with dashed lines at ``levels``,
+    e.g. 30 and 70 for an RSI), on one UTC time axis."""
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.55, 0.45],
                         vertical_spacing=0.05)
     t = _x(bars.index)
@@ -362,6 +367,8 @@ def indicator_figure(bars: pd.DataFrame, series: Mapping[str, pd.Series], *,
     for name, s in series.items():
         fig.add_scatter(x=_x(s.index), y=s.to_numpy(np.float64), name=name, mode="lines",
                         row=2, col=1)
+    for level in levels:
+        fig.add_hline(y=level, line={"dash": "dash", "color": "grey", "width": 1}, row=2, col=1)
     fig.update_xaxes(type="date")
     fig.update_layout(height=500, title=title, xaxis2_title="time (UTC)",
                       margin={"l": 60, "r": 20, "t": 50, "b": 30})
@@ -468,8 +475,13 @@ class LiveChart:
 
     def start(self) -> None:
         """Refresh every ``interval`` seconds on the running event loop until :meth:`stop`."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            raise QuantkitError("LiveChart.start() needs a running event loop, as in a Jupyter "
+                                "kernel; elsewhere call refresh() yourself") from None
         if self._task is None or self._task.done():
-            self._task = asyncio.get_event_loop().create_task(self._loop())
+            self._task = loop.create_task(self._loop())
 
     def stop(self) -> None:
         if self._task is not None:
