@@ -422,7 +422,8 @@ class LiveChart:
                                 row=1, col=1)
         self.figure.update_xaxes(type="date")
         self.figure.update_layout(height=520, uirevision="live", xaxis2_title="time (UTC)",
-                                  title=f"{self.symbol} {freq} bars, live from {self.store.path.name}",
+                                  title=f"{self.symbol} {freq} bars, live from "
+                                        f"{self.store.path.name}",
                                   margin={"l": 60, "r": 20, "t": 50, "b": 30})
         self.status = w.HTML()
         self.container = w.VBox([self.status, self.figure])
