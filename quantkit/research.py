@@ -399,15 +399,15 @@ class LiveChart:
     def __init__(self, store: TickStore | str | Path, symbol: str, *,
                  indicators: Sequence[str] = ("bollinger",), freq: str = "1s",
                  max_bars: int = 300, interval: float = 0.5) -> None:
-        self.store = _open(store)
-        self.symbol = symbol.upper()
         self.step_ms = freq_ms(freq)
-        self.freq = freq
         for name in indicators:
             registry.get(name)  # unknown names fail now, listing the registered ones
-        self.indicators = list(indicators)
         if max_bars < 2:
             raise DataError(f"max_bars must be at least 2, got {max_bars}")
+        self.store = _open(store)
+        self.symbol = symbol.upper()
+        self.freq = freq
+        self.indicators = list(indicators)
         self.max_bars, self.interval = int(max_bars), float(interval)
         self.cursor = 0
         self.refreshes = 0

@@ -155,3 +155,37 @@ def test_live_chart_follows_the_store_and_stays_bounded(tmp_path, binance_data):
     assert upper.count() == 60 - 19
     assert [t.name for t in chart.figure.data][:2] == ["BTCUSDT close", "bollinger middle"]
     np.testing.assert_array_equal(chart.figure.data[0].y, full["close"].tail(60).to_numpy())
+
+
+def test_rolling_cointegration_matches_statsmodels_on_its_windows(fixture_db):
+    from quantkit.research import load_pair, rolling_cointegration
+
+    pair = load_pair(fixture_db, "ETHUSDT", "BTCUSDT", freq="1s")
+    y, x = pair.y_bars["close"], pair.x_bars["close"]
+    p = rolling_cointegration(y, x, 60)
+    tested = np.flatnonzero(p.notna().to_numpy())
+    assert tested[-1] == len(y) - 1 and np.all(np.diff(tested) == 12)  # every window // 5 bars
+    for end in tested[[0, len(tested) // 2, -1]]:
+        window = slice(end - 59, end + 1)
+        want = coint(y.iloc[window], x.iloc[window], trend="c", autolag="aic")[1]
+        assert p.iloc[end] == pytest.approx(want, rel=1e-12)
+
+
+def test_compare_indicators_and_live_chart_guards(fixture_db):
+    from quantkit.errors import DataError, QuantkitError
+    from quantkit.research import LiveChart, compare_indicators
+
+    idx = pd.date_range("2024-08-08", periods=5, freq="1s", tz="UTC")
+    a = pd.Series([np.nan, 80.0, 50.0, 20.0, 60.0], index=idx)
+    b = pd.Series([10.0, 75.0, 65.0, 40.0, 60.0], index=idx)
+    got = compare_indicators(a, b)
+    assert got["rows"] == 4 and got["max_abs_diff"] == 20.0
+    assert got["mean_abs_diff"] == pytest.approx((5 + 15 + 20 + 0) / 4)
+    assert got["zone_agreement"] == 0.75  # 80/75 over, 50/65 between, 20/40 differ, 60/60
+    with pytest.raises(DataError, match="fewer than 2 rows"):
+        compare_indicators(a.iloc[:2], b.iloc[:2])
+    with pytest.raises(DataError, match="unknown indicator 'nope'"):
+        LiveChart("unused.db", "BTCUSDT", indicators=["nope"])
+    chart = LiveChart(fixture_db, "BTCUSDT", indicators=["rsi"])
+    with pytest.raises(QuantkitError, match="needs a running event loop"):
+        chart.start()  # outside a kernel there is no loop to run on
