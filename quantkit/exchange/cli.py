@@ -68,6 +68,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"  REST       {exchange.rest_url}/fapi/v1/exchangeInfo")
         print(f"  faults     POST {exchange.rest_url}/quantkit/fault "
               '{"fault": "drop_connections"}')
+        if exchange.mode == "replay":
+            print("  the replay starts when the first client subscribes to a recorded stream")
         print("point ingestion at it with:")
         print(f"  QUANTKIT_WS_URL={exchange.ws_url} QUANTKIT_REST_URL={exchange.rest_url} "
               "quantkit ingest", flush=True)

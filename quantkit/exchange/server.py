@@ -428,9 +428,10 @@ class LocalExchange:
                 subscribed.set()
             if self._burst_events is not None and not getattr(conn, "burst_started", False):
                 conn.burst_started = True  # type: ignore[attr-defined]
-                asyncio.ensure_future(self._send_burst(conn))
+                tasks.append(asyncio.ensure_future(self._send_burst(conn)))
+        tasks: list[asyncio.Future[None]] = []
         hub.on_subscribe = on_subscribe
-        tasks = [asyncio.ensure_future(self._housekeeping())]
+        tasks.append(asyncio.ensure_future(self._housekeeping()))
         if self._recording is not None:
             tasks.append(asyncio.ensure_future(self._replay(subscribed)))
         elif not self.burst:
@@ -442,6 +443,7 @@ class LocalExchange:
             server.stop()
             for task in tasks:
                 task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
             for conn in list(hub.conns):
                 conn.close(1001, "server shutting down")
             await asyncio.sleep(0.05)
