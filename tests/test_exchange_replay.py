@@ -62,6 +62,7 @@ def test_real_trade_files_replayed_tick_for_tick(binance_data):
         assert info["quantkitOrigin"] == "replay"
         assert {s["symbol"] for s in info["symbols"]} == {"BTCUSDT", "ETHUSDT"}
         assert ex.feed_done.wait(5)
+        assert ex.stream_kind() == "trade"
 
 
 def test_trade_files_are_not_served_on_aggtrade(binance_data):
@@ -85,6 +86,7 @@ def test_cryptofeed_aggtrades_replayed_in_real_time(binance_data):
     span = (max(d["T"] for d in recorded) - min(d["T"] for d in recorded)) / 1000
     speed = 20.0
     with LocalExchange(mode="replay", files=[binance_data / CRYPTOFEED], speed=speed) as ex:
+        assert ex.stream_kind() == "aggTrade"
         ws = connect(f"{ex.ws_url}/market/stream?streams={streams}")
         got = [orjson.loads(ws.recv())["data"]]
         t0 = time.monotonic()

@@ -61,7 +61,8 @@ def run(args: argparse.Namespace) -> int:
                 for sig in (signal.SIGINT, signal.SIGTERM)}
     exchange = LocalExchange(**_options(args)).start()
     try:
-        streams = "/".join(f"{s.lower()}@aggTrade" for s in exchange.symbols)
+        kind = exchange.stream_kind()
+        streams = "/".join(f"{s.lower()}@{kind}" for s in exchange.symbols)
         print(f"local exchange ({exchange.mode}, {', '.join(exchange.symbols)}) listening on "
               f"{exchange.host}:{exchange.port}", flush=True)
         print(f"  websocket  {exchange.ws_url}/market/stream?streams={streams}")
@@ -72,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
             print("  the replay starts when the first client subscribes to a recorded stream")
         print("point ingestion at it with:")
         print(f"  QUANTKIT_WS_URL={exchange.ws_url} QUANTKIT_REST_URL={exchange.rest_url} "
-              "quantkit ingest", flush=True)
+              f"quantkit ingest --symbols {','.join(exchange.symbols)}"
+              + (" --stream trade" if kind == "trade" else ""), flush=True)
         last_sent, last_t = 0, time.monotonic()
         while not stop.wait(args.status_every or None):
             st = exchange.status()

@@ -192,6 +192,13 @@ class LocalExchange:
         """``"simulated"`` or ``"replay"``: exchangeInfo's ``quantkitOrigin``."""
         return "replay" if self.mode == "replay" else "simulated"
 
+    def stream_kind(self) -> str:
+        """``"aggTrade"``, or ``"trade"`` when the replayed files hold individual trades only."""
+        rec = getattr(self, "_recording", None)
+        if rec is not None and not np.any(rec.events.stream % 2 == 0):
+            return TRADE
+        return AGG
+
     # -- what it served ----------------------------------------------------------------------
 
     def trades(self, symbol: str, kind: str | None = None) -> list[Trade]:
