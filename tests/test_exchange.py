@@ -312,3 +312,22 @@ def test_invalid_options_are_refused():
         LocalExchange(mode="replay")
     with pytest.raises(ConfigError, match="rate"):
         LocalExchange(rate=0)
+
+
+def test_burst_sends_every_pregenerated_trade_to_each_subscriber():
+    with LocalExchange(burst=3000, seed=2) as ex:
+        served = {s: ex.trades(s) for s in ("BTCUSDT", "ETHUSDT")}
+        assert sum(len(v) for v in served.values()) == 3000  # all generated before anyone came
+        assert max(t.trade_time for v in served.values() for t in v) <= time.time() * 1000
+        runs = []
+        for _ in range(2):  # every new subscriber gets the whole burst, then nothing
+            ws = connect(f"{ex.ws_url}/market/stream?streams=btcusdt@aggTrade/ethusdt@aggTrade")
+            runs.append([parse_message(ws.recv())._replace(recv_time=None) for _ in range(3000)])
+            assert nothing_arrives(ws, 0.3)
+            ws.close()
+        assert runs[0] == runs[1]
+        for s, trades in served.items():
+            assert [t for t in runs[0] if t.symbol == s] == trades
+        raw = connect(f"{ex.ws_url}/market/ws/ethusdt@aggTrade")  # other subscriptions too
+        assert parse_message(raw.recv())._replace(recv_time=None) == served["ETHUSDT"][0]
+        raw.close()
