@@ -153,13 +153,14 @@ class Dashboard:
         self._draw_needed = True
         self._overlay_specs: list[tuple[str, str, str, bool]] = []
         self._summary: dict[str, Any] = {}
+        self._levels = (entry, exit)
         self._summary_at = 0.0
         self._note = ""
         self._task: asyncio.Task | None = None
 
         self.controls = self._build_controls(symbols, pair, freq, window, entry, exit, hedge,
                                              overlays, candles)
-        self.figure = figures.build_figure()
+        self.figure = figures.build_figure(y=pair[0], x=pair[1], entry=entry, exit=exit)
         self.summary = w.HTML(layout=w.Layout(width="100%"))
         self.status_bar = w.HTML(layout=w.Layout(width="100%"))
         self.container = self._build_container()
@@ -411,13 +412,15 @@ class Dashboard:
             figures.draw(fig, legs=legs, stats=stats, entry=c["entry"].value,
                          exit=c["exit"].value, candles=c["candles"].value,
                          overlays={uid: v for uid, (*_, v) in overlays.items()})
-            fig.layout.shapes = figures.threshold_shapes(c["entry"].value, c["exit"].value)
-            labels = {"y": y, "x": x, "volume": "volume (USDT)", "spread": "spread",
-                      "zscore": "z-score", "corr": "corr", "beta": "β", "osc": "oscillators"}
-            for key, (row, _) in figures.PANELS.items():
+            levels = (c["entry"].value, c["exit"].value)
+            if levels != self._levels:
+                fig.layout.shapes = figures.threshold_shapes(*levels)
+                self._levels = levels
+            for key, title in figures.panel_titles(y, x).items():
+                row = figures.PANELS[key][0]
                 axis = fig.layout[f"yaxis{'' if row == 1 else row}"]
-                if axis.title.text != labels[key]:
-                    axis.title.text = labels[key]
+                if axis.title.text != title:
+                    axis.title.text = title
         self._render_summary(legs, stats)
         self._draw_needed = False
         self.draws += 1

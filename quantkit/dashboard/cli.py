@@ -10,8 +10,10 @@ import argparse
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import secrets
+import shutil
 import signal
 import socket
 import sqlite3
@@ -53,6 +55,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--demo", action="store_true",
                         help="run offline against a local simulated exchange, into its own "
                              "database (~/.quantkit/demo.db, emptied at each start)")
+    parser.add_argument("--cull-idle", type=int, default=CULL_IDLE_S, metavar="S",
+                        help=f"shut down the kernel of a closed tab after S seconds "
+                             f"(default {CULL_IDLE_S})")
     parser.add_argument("--demo-rate", type=float, default=200.0, metavar="N",
                         help="simulated trades per second with --demo (default 200)")
 
@@ -126,28 +131,19 @@ def voila_command(notebook: Path, *, port: int, ip: str, config_dir: Path) -> li
     return [
         sys.executable, "-m", "voila", str(notebook), "--no-browser",
         f"--port={port}", f"--Voila.ip={ip}", "--Voila.port_retries=0",
-        f"--Voila.config_file_paths={config_dir}", "--Voila.log_level=WARN",
+        f"--Voila.config_file_paths={config_dir}", "--Voila.log_level=ERROR",
         "--template=quantkit", "--theme=light", "--strip_sources=True",
         "--preheat_kernel=True", "--pool_size=1",
     ]
 
 
-def _voila_config(token: str | None) -> dict[str, Any]:
+def _voila_config(token: str | None, cull_idle: float) -> dict[str, Any]:
     return {
         "Voila": {"token": token} if token else {},
-        "MappingKernelManager": {
-            "cull_idle_timeout": CULL_IDLE_S, "cull_interval": 15,
-            "cull_connected": False,
-            # Widget traffic is the live loop talking, not a user: without this a tab's
-            # kernel would look busy forever and never be culled after the tab closes.
-            "untracked_message_types": [
-                "comm_info_request", "comm_info_reply", "kernel_info_request",
-                "kernel_info_reply", "shutdown_request", "shutdown_reply", "interrupt_request",
-                "interrupt_reply", "debug_request", "debug_reply", "stream", "display_data",
-                "update_display_data", "execute_input", "execute_result", "error", "status",
-                "clear_output", "debug_event", "input_request", "input_reply",
-                "comm_msg", "comm_open", "comm_close"],
-        },
+        "VoilaConfiguration": {
+            "multi_kernel_manager_class": "quantkit.dashboard.kernels.TabKernelManager"},
+        "MappingKernelManager": {"cull_idle_timeout": cull_idle,
+                                 "cull_interval": max(1, min(15, int(cull_idle // 3)))},
     }
 
 
@@ -169,11 +165,15 @@ def _wait_listening(ip: str, port: int, proc: subprocess.Popen, timeout: float) 
 def run(args: argparse.Namespace) -> int:
     from ..ingest import start
 
+    logging.getLogger("tornado.access").setLevel(logging.WARNING)
+    if args.cull_idle < 2:
+        raise ConfigError(f"--cull-idle: {args.cull_idle} s is too short; give 2 or more")
     if not _port_free(args.ip, args.port):
         raise ConfigError(f"--port {args.port} is in use on {args.ip}: pick another port")
     exchange = None
     feed = None
     proc: subprocess.Popen | None = None
+    runtime: Path | None = None
 
     def on_term(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
@@ -190,7 +190,8 @@ def run(args: argparse.Namespace) -> int:
             symbols = parse_symbols(args.symbols or "BTCUSDT,ETHUSDT")
             exchange = LocalExchange(symbols=symbols, rate=args.demo_rate).start()
             overrides.update(ws_url=exchange.ws_url, rest_url=exchange.rest_url, db=str(db))
-            print(f"demo: simulated exchange at {exchange.ws_url}", flush=True)
+            print(f"demo: simulated exchange at {exchange.ws_url} (status: "
+                  f"{exchange.rest_url}/quantkit/status)", flush=True)
         settings = Settings.load(**overrides)
         feed = start(settings)
         if feed.ingesting:
@@ -201,7 +202,7 @@ def run(args: argparse.Namespace) -> int:
 
         runtime = Path(tempfile.mkdtemp(prefix="quantkit-dashboard-"))  # mode 0700
         token = secrets.token_urlsafe(24) if args.ip not in ("127.0.0.1", "localhost") else None
-        (runtime / "voila.json").write_text(json.dumps(_voila_config(token)))
+        (runtime / "voila.json").write_text(json.dumps(_voila_config(token, args.cull_idle)))
         env = dict(os.environ)
         env.update(QUANTKIT_DB=str(settings.db), QUANTKIT_SYMBOLS=",".join(settings.symbols),
                    QUANTKIT_DASHBOARD_READONLY="1",
@@ -236,4 +237,6 @@ def run(args: argparse.Namespace) -> int:
             feed.stop()
         if exchange is not None:
             exchange.stop()
+        if runtime is not None:
+            shutil.rmtree(runtime, ignore_errors=True)
         signal.signal(signal.SIGTERM, previous)

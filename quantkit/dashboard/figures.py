@@ -47,21 +47,24 @@ N_FIXED = len(TRACE_UIDS)
 
 
 class LiveFigureWidget(go.FigureWidget):
-    """A FigureWidget whose state is current when a browser view connects late.
+    """A FigureWidget whose traces are current when a browser view connects late.
 
-    Plotly syncs the figure's full state (``_widget_data``/``_widget_layout``) only when the
-    widget is created or displayed on its own; later changes travel as one-off messages.
-    A view that connects afterwards (Voila's preheated kernel runs the notebook before
-    anyone visits; a second tab; a reload) would start from the creation-time figure, without
-    the indicator traces or axis titles added since. The full state is rebuilt only when a
-    view asks for it, so live updates cost nothing extra.
+    Plotly syncs the full figure (``_widget_data``/``_widget_layout``) only when the widget
+    is created; later changes travel as one-off messages. Voila's preheated kernel runs the
+    notebook, and so the first refreshes, before anyone visits: the view would start from the
+    creation-time traces (no data, no indicator traces). The traces are therefore rebuilt
+    whenever a view asks for the state, at no cost to live updates.
+
+    The layout is deliberately left alone: refreshing ``_widget_layout`` after creation makes
+    plotly.py's default-tracking drop explicit axis settings in the browser (date axes turned
+    linear, checked in Voila 0.5.13 / plotly 7.1). Whatever the layout needs at first view
+    (axis titles, threshold lines) is therefore set before the widget is created.
     """
 
     def get_state(self, key: Any = None, drop_defaults: bool = False) -> dict[str, Any]:
-        if key is None and hasattr(self, "_layout_obj"):  # (not while still constructing)
-            # Straight into the trait store: assigning the traits would broadcast them.
+        if key is None and hasattr(self, "_data"):  # (not while still constructing)
+            # Straight into the trait store: assigning the trait would broadcast it.
             self._trait_values["_widget_data"] = deepcopy(self._data)
-            self._trait_values["_widget_layout"] = deepcopy(self._layout_obj._props)
         return super().get_state(key, drop_defaults=drop_defaults)
 
 
@@ -110,8 +113,12 @@ def crossings(z: pd.Series, entry: float, exit: float) -> tuple[pd.Series, pd.Se
     return entries, exits
 
 
-def build_figure(*, height: int = 980) -> LiveFigureWidget:
-    """The dashboard figure with its fixed traces (empty), axes in UTC and a calm layout."""
+def build_figure(*, y: str, x: str, entry: float, exit: float,
+                 height: int = 980) -> LiveFigureWidget:
+    """The dashboard figure with its fixed traces (empty), axes in UTC and a calm layout.
+
+    ``y``/``x`` name the price panels and ``entry``/``exit`` place the z-score threshold lines.
+    """
     rows = len(PANELS)
     fig = make_subplots(rows=rows, cols=1, shared_xaxes=True, vertical_spacing=0.018,
                         row_heights=[h for _, h in PANELS.values()])
@@ -132,7 +139,16 @@ def build_figure(*, height: int = 980) -> LiveFigureWidget:
         fig.update_yaxes(row=r, col=1, gridcolor="#eeeeee", zeroline=False,
                          title_font=dict(size=11), automargin=True)
     fig.update_xaxes(row=rows, col=1, title_text="time (UTC)")
+    for key, title in panel_titles(y, x).items():
+        fig.update_yaxes(row=PANELS[key][0], col=1, title_text=title)
+    fig.update_layout(shapes=threshold_shapes(entry, exit))
     return LiveFigureWidget(fig)
+
+
+def panel_titles(y: str, x: str) -> dict[str, str]:
+    """The y-axis title of each panel."""
+    return {"y": y, "x": x, "volume": "volume (USDT)", "spread": "spread", "zscore": "z-score",
+            "corr": "corr", "beta": "β", "osc": "oscillators"}
 
 
 def _empty_trace(uid: str) -> go.BaseTraceType:
