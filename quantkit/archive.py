@@ -27,7 +27,7 @@ import pyarrow.csv as pacsv
 from tqdm import tqdm
 
 from .errors import DataError
-from .storage import TickWriter
+from .storage import BULK_FIELDS, TickWriter
 
 __all__ = [
     "AGG_TRADES_COLUMNS",
@@ -70,9 +70,6 @@ _MICROSECONDS_ABOVE = 10**14
 _BLOCK_BYTES = 1 << 22
 # Rows per batch when a whole (unsorted) file is stored.
 _CHUNK = 100_000
-_ROWS_PER_STATEMENT = 100
-#: Stored columns in insert order (symbol is bound separately, recv_time is NULL).
-_FIELDS = ("id", "trade_time", "price", "qty", "first_id", "last_id", "is_buyer_maker")
 
 
 @dataclass(frozen=True)
@@ -341,11 +338,11 @@ def _chunks(cols: dict[str, np.ndarray], size: int = _CHUNK) -> Iterator[dict[st
 
 
 def _flat(batches: Iterable[dict[str, np.ndarray]]) -> Iterator[list]:
-    """Row values interleaved in ``_FIELDS`` order, one list per batch."""
-    width = len(_FIELDS)
+    """Row values interleaved in ``BULK_FIELDS`` order, one list per batch."""
+    width = len(BULK_FIELDS)
     for cols in batches:
         flat = np.empty(len(cols["id"]) * width, dtype=object)
-        for j, name in enumerate(_FIELDS):
+        for j, name in enumerate(BULK_FIELDS):
             flat[j::width] = cols[name].tolist()
         yield flat.tolist()
 
@@ -380,15 +377,6 @@ def _prefetch(items: Iterator[list], depth: int = 2) -> Iterator[list]:
                 q.get_nowait()
 
 
-def _insert_sql(rows: int) -> str:
-    # The same INSERT OR IGNORE as TickWriter.insert (dedup on the unique (symbol, id) index),
-    # many rows per statement: per-statement overhead, not SQLite, limits executemany of single
-    # rows to ~300k rows/s. ?1 is the symbol, bound once per statement; recv_time stays NULL.
-    row = "(?1" + ",?" * len(_FIELDS) + ")"
-    return (f"INSERT OR IGNORE INTO trades (symbol, {', '.join(_FIELDS)}) VALUES "
-            + ",".join([row] * rows))
-
-
 def _store(writer: TickWriter, archive: ArchiveFile, bar: tqdm) -> tuple[int, int]:
     """Store one file in one transaction; return (rows read, rows new)."""
     shown = bar.n
@@ -403,42 +391,22 @@ def _store(writer: TickWriter, archive: ArchiveFile, bar: tqdm) -> tuple[int, in
 
 def _store_batches(writer: TickWriter, archive: ArchiveFile,
                    batches: Iterator[dict[str, np.ndarray]], bar: tqdm) -> tuple[int, int]:
-    width = len(_FIELDS)
-    step = _ROWS_PER_STATEMENT * width
-    full_sql = _insert_sql(_ROWS_PER_STATEMENT)
+    width = len(BULK_FIELDS)
     rows = 0
     with writer.transaction() as conn:
+        # Archives are real Binance data: refuse a store of simulated trades. The claim is
+        # part of the file's transaction, so a failed import takes it back too.
+        writer.claim(origin="binance", stream=archive.stream, symbols=[archive.symbol],
+                     conn=conn)
         before = conn.total_changes
         for flat in _prefetch(_flat(batches)):
-            whole = len(flat) - len(flat) % step
-            conn.executemany(full_sql, ([archive.symbol, *flat[i:i + step]]
-                                        for i in range(0, whole, step)))
-            if whole < len(flat):
-                conn.execute(_insert_sql((len(flat) - whole) // width),
-                             [archive.symbol, *flat[whole:]])
+            writer.insert_flat(conn, archive.symbol, flat)
             rows += len(flat) // width
             bar.update(len(flat) // width)
         new = conn.total_changes - before
         writer.record_event("import", archive.symbol,
                             f"{archive.path.name}: {rows} rows read, {new} new", conn=conn)
     return rows, new
-
-
-@contextlib.contextmanager
-def _claimed(writer: TickWriter, archive: ArchiveFile) -> Iterator[None]:
-    """Claim origin and stream kind for the file; take a first claim back if writing fails,
-    so that a failed import leaves the store exactly as it was."""
-    with writer.transaction() as conn:
-        had = {key for (key,) in conn.execute("SELECT key FROM meta")}
-    # Archives are real Binance data: refuse a store of simulated trades.
-    writer.claim(origin="binance", stream=archive.stream, symbols=[archive.symbol])
-    try:
-        yield
-    except BaseException:
-        with writer.transaction() as conn:
-            added = {key for (key,) in conn.execute("SELECT key FROM meta")} - had
-            conn.executemany("DELETE FROM meta WHERE key = ?", [(key,) for key in added])
-        raise
 
 
 def import_archives(paths: Iterable[str | Path], db: str | Path, *,
@@ -489,8 +457,7 @@ def import_archives(paths: Iterable[str | Path], db: str | Path, *,
             t0 = time.perf_counter()
             bar.set_description(archive.path.name)
             _precheck(archive)
-            with _claimed(writer, archive):
-                rows, new = _store(writer, archive, bar)
+            rows, new = _store(writer, archive, bar)
             reports.append(FileReport(archive.path, archive.symbol, archive.stream, rows, new,
                                       time.perf_counter() - t0))
     return ImportReport(tuple(reports))

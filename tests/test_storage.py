@@ -92,7 +92,7 @@ def test_clear_errors(tmp_path, db):
     with TickWriter(db) as w:
         with pytest.raises(StorageError, match="simulated and real trades never mix"):
             w.claim(origin="binance", stream="aggTrade", symbols=["BTCUSDT"])
-        with pytest.raises(StorageError, match="--stream aggTrade"):
+        with pytest.raises(StorageError, match="holds aggTrade ids for BTCUSDT.*would collide"):
             w.claim(origin="simulated", stream="trade", symbols=["BTCUSDT"])
 
 
