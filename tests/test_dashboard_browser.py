@@ -144,6 +144,31 @@ def test_dashboard_in_a_browser(tmp_path):
             assert rows1 > rows0
             assert y1["x"][-1] > y0["x"][-1]
             assert "● live" in page.inner_text(".qk-status")
+            axes = page.evaluate("() => { const L = document.querySelector('.js-plotly-plot')"
+                                 "._fullLayout; return [L.xaxis.type, L.xaxis8.type]; }")
+            assert axes == ["date", "date"]  # still dates after many data updates
+
+            # The user's zoom survives the live updates.
+            zoom = ("() => { const L = document.querySelector('.js-plotly-plot').layout;"
+                    " const a = [L.xaxis, L.xaxis8].find(a => a.autorange === false);"
+                    " return a ? a.range : null; }")
+            drag = page.locator(".js-plotly-plot .nsewdrag").first.bounding_box()
+            mid = drag["y"] + drag["height"] / 2
+            for _ in range(3):  # a drag racing a redraw can be dropped: try again
+                page.mouse.move(drag["x"] + drag["width"] * 0.3, mid)
+                page.mouse.down()
+                page.mouse.move(drag["x"] + drag["width"] * 0.5, mid, steps=5)
+                page.mouse.move(drag["x"] + drag["width"] * 0.6, mid, steps=5)
+                page.mouse.up()
+                page.wait_for_timeout(300)
+                if zoomed := page.evaluate(zoom):
+                    break
+            assert zoomed, "could not zoom by dragging"
+            rows = int(page.get_attribute(".qk-status", "data-rows-read"))
+            page.wait_for_timeout(2000)
+            assert int(page.get_attribute(".qk-status", "data-rows-read")) > rows  # updated
+            assert page.evaluate(zoom) == zoomed
+            page.dblclick(".js-plotly-plot .nsewdrag")  # back to autorange
 
             # Window: 10 bars -> the rolling hedge ratio has exactly 9 bars of warm-up.
             box = page.locator(".widget-inline-hbox", has_text="window").locator("input")

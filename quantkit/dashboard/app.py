@@ -154,6 +154,7 @@ class Dashboard:
         self._overlay_specs: list[tuple[str, str, str, bool]] = []
         self._summary: dict[str, Any] = {}
         self._levels = (entry, exit)
+        self._columns: dict[str, list[str | None]] = {}
         self._summary_at = 0.0
         self._note = ""
         self._task: asyncio.Task | None = None
@@ -342,7 +343,10 @@ class Dashboard:
         self._reload_needed = False
         self._draw_needed = True
         self._summary_at = 0.0
-        self.figure.layout.uirevision = f"{y}/{x}/{freq}/{c['mode'].value}"
+        revision = f"{y}/{x}/{freq}/{c['mode'].value}"
+        if self.figure.layout.uirevision != revision:
+            self.figure.layout.uirevision = revision
+            self.figure.reset_zoom()  # a new pair or timeframe starts unzoomed
 
     def _time_window(self, freq: str) -> tuple[pd.Timestamp | None, pd.Timestamp | None]:
         c = self.controls
@@ -456,25 +460,55 @@ class Dashboard:
 
     def _compute_overlays(self, legs: Mapping[str, pd.DataFrame], symbols: Mapping[str, str]
                           ) -> dict[str, tuple[str, str, bool, pd.Series]]:
+        """Trace uid -> (leg, label, overlay, values) for every chosen indicator and leg.
+
+        The set of traces depends only on the choice, never on the data: an indicator still
+        warming up gets empty traces, so no trace is added mid-stream (adding traces makes
+        plotly.js redraw from scratch and drop the user's zoom).
+        """
         reg = self._registry()
         out: dict[str, tuple[str, str, bool, pd.Series]] = {}
         if reg is None:
             return out
+        empty = pd.Series(dtype="float64", index=pd.DatetimeIndex([], tz="UTC"))
         for name in self.controls["overlays"].value:
+            if name not in reg:
+                continue
             ind = reg.get(name)
+            columns = self._indicator_columns(name)
             for leg, bars in legs.items():
-                if len(bars) == 0:
-                    continue
-                try:
-                    values = reg.compute(name, bars.drop(columns=["is_open"]))
-                except DataError:  # too few bars yet for its window: nothing to draw
-                    continue
-                cols = values.items() if isinstance(values, pd.DataFrame) else [(None, values)]
-                for col, series in cols:
+                values: Any = None
+                if len(bars):
+                    try:
+                        values = reg.compute(name, bars.drop(columns=["is_open"]))
+                    except DataError:  # too few bars yet for its window
+                        values = None
+                for col in columns:
                     label = f"{name} {symbols[leg]}" + (f" {col}" if col is not None else "")
                     uid = f"ind-{name}-{leg}" + (f"-{col}" if col is not None else "")
+                    if values is None:
+                        series = empty
+                    elif isinstance(values, pd.DataFrame):
+                        series = values[col] if col in values.columns else empty
+                    else:
+                        series = values
                     out[uid] = (leg, label, bool(ind.overlay), series)
         return out
+
+    def _indicator_columns(self, name: str) -> list[str | None]:
+        """An indicator's output columns (``[None]`` for a Series), learnt once on probe bars."""
+        if name not in self._columns:
+            reg = self._registry()
+            rng = np.random.default_rng(0)
+            close = 100 * np.exp(np.cumsum(rng.normal(0, 1e-3, 500)))
+            probe = pd.DataFrame(
+                {"open": close, "high": close * 1.001, "low": close * 0.999, "close": close,
+                 "volume": 1.0, "quote_volume": close, "trades": 1.0, "taker_buy_volume": 0.5},
+                index=pd.date_range("2024-01-01", periods=500, freq="1s", tz="UTC"))
+            values = reg.compute(name, probe)
+            self._columns[name] = (list(values.columns) if isinstance(values, pd.DataFrame)
+                                   else [None])
+        return self._columns[name]
 
     # -- the live loop --------------------------------------------------------------------------
     def start(self) -> None:

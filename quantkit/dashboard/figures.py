@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
+from traitlets import observe
 
 __all__ = ["PANELS", "TRACE_UIDS", "build_figure", "crossings", "epoch_ms", "set_overlays",
            "draw"]
@@ -60,6 +61,47 @@ class LiveFigureWidget(go.FigureWidget):
     linear, checked in Voila 0.5.13 / plotly 7.1). Whatever the layout needs at first view
     (axis titles, threshold lines) is therefore set before the widget is created.
     """
+
+    #: Date axes (``"xaxis"``, ``"xaxis2"`` ...) whose type must survive data updates.
+    date_axes: tuple[str, ...] = ()
+
+    def _send_update_msg(self, restyle_data: dict, relayout_data: dict,
+                         trace_indexes: Any = None, source_view_id: Any = None) -> None:
+        # plotly.js resets the type of every axis whose traces get new x data and autotypes
+        # numbers as linear: our epoch-ms x values would read "1.7954T". Only an update that
+        # names the type keeps it, and naming the type also resets the range, so the user's
+        # zoom (which the views report back to us) goes along with it.
+        if restyle_data and self.date_axes:
+            keep: dict[str, Any] = {}
+            for ax in self.date_axes:
+                keep[f"{ax}.type"] = "date"
+                if ax in self._zoomed and self.layout[ax].range is not None:
+                    keep[f"{ax}.range"] = list(self.layout[ax].range)
+            relayout_data = {**keep, **(relayout_data or {})}
+        super()._send_update_msg(restyle_data, relayout_data, trace_indexes, source_view_id)
+
+    def _send_restyle_msg(self, restyle_data: dict, trace_indexes: Any = None,
+                          source_view_id: Any = None) -> None:
+        # A bare restyle would reset the axis types (see above): send it as an update.
+        self._send_update_msg(restyle_data, {}, trace_indexes, source_view_id)
+
+    @observe("_js2py_relayout")  # replaces plotly's handler (traitlets registers by name)
+    def _handler_js2py_relayout(self, change: dict[str, Any]) -> None:
+        # The user zoomed (ranges) or reset (autorange) in the browser: remember which.
+        msg = change.get("new") or {}
+        for key, value in (msg.get("relayout_data") or {}).items():
+            ax = key.split(".", 1)[0]
+            if ax in self.date_axes and ".range" in key:
+                self._zoomed.add(ax)
+            elif ax in self.date_axes and key.endswith(".autorange") and value:
+                self._zoomed.discard(ax)
+        super()._handler_js2py_relayout(change)
+
+    def reset_zoom(self) -> None:
+        """Back to autorange on every time axis (after the pair or timeframe changed)."""
+        if self._zoomed:
+            self._zoomed.clear()
+            self._send_relayout_msg({f"{ax}.autorange": True for ax in self.date_axes})
 
     def get_state(self, key: Any = None, drop_defaults: bool = False) -> dict[str, Any]:
         if key is None and hasattr(self, "_data"):  # (not while still constructing)
@@ -142,7 +184,10 @@ def build_figure(*, y: str, x: str, entry: float, exit: float,
     for key, title in panel_titles(y, x).items():
         fig.update_yaxes(row=PANELS[key][0], col=1, title_text=title)
     fig.update_layout(shapes=threshold_shapes(entry, exit))
-    return LiveFigureWidget(fig)
+    widget = LiveFigureWidget(fig)
+    widget._zoomed = set()
+    widget.date_axes = tuple(f"xaxis{'' if r == 1 else r}" for r in range(1, rows + 1))
+    return widget
 
 
 def panel_titles(y: str, x: str) -> dict[str, str]:
