@@ -585,6 +585,8 @@ def status_line(st: dict[str, Any]) -> str:
             f"{st['rows_written']:,}  lag {lag}  reconnects {st['reconnects']}  gaps "
             f"{st['gaps_filled']}/{st['gaps_found']} filled  malformed {st['malformed']}  "
             f"last trade {last_s}")
+    if st["state"] != "live" and st.get("last_error"):
+        line += f"\n  last error: {st['last_error']}"
     return line
 
 
