@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -240,3 +241,28 @@ def test_dashboard_in_a_browser(tmp_path):
     assert any("stopping" in line for line in app.lines)
     psutil.wait_procs(kernels, timeout=15)
     assert not [k for k in kernels if k.is_running() and k.status() != psutil.STATUS_ZOMBIE]
+
+
+def test_shared_dashboard_needs_its_token(tmp_path):
+    """``--ip 0.0.0.0`` prints a URL with a token; without the token the page is refused."""
+    port = free_port()
+    app = Launched(["--no-browser", "--demo", "--ip", "0.0.0.0", "--port", str(port)],
+                   launch_env(tmp_path))
+    try:
+        m = app.wait_for(r"dashboard at (http://\S+?):(\d+)/\?token=(\S+)  \(share this URL")
+        assert int(m.group(2)) == port and len(m.group(3)) >= 24
+        opener = urllib.request.build_opener(NoRedirect)
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            opener.open(f"http://127.0.0.1:{port}/", timeout=30)
+        assert refused.value.code in (302, 401, 403)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/?token={m.group(3)}",
+                                    timeout=60) as resp:
+            assert resp.status == 200 and b"jupyter-config-data" in resp.read()
+    finally:
+        code = app.stop()
+    assert code == 0, "\n".join(app.lines)
+
+
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import fcntl
 import json
 import logging
@@ -25,7 +26,7 @@ import webbrowser
 from pathlib import Path
 from typing import Any
 
-from ..config import Settings, parse_symbols
+from ..config import Settings
 from ..errors import ConfigError, QuantkitError
 
 __all__ = ["configure_parser", "run", "voila_command"]
@@ -180,26 +181,15 @@ def run(args: argparse.Namespace) -> int:
 
     previous = signal.signal(signal.SIGTERM, on_term)
     try:
-        overrides: dict[str, Any] = {"symbols": args.symbols, "db": args.db,
-                                     "ws_url": args.ws_url, "rest_url": args.rest_url}
+        db = args.db
         if args.demo:
-            from ..exchange import LocalExchange
-
             db = Path(args.db).expanduser() if args.db else default_demo_db()
             _reset_demo_db(db, is_default=args.db is None)
-            symbols = parse_symbols(args.symbols or "BTCUSDT,ETHUSDT")
-            exchange = LocalExchange(symbols=symbols, rate=args.demo_rate).start()
-            overrides.update(ws_url=exchange.ws_url, rest_url=exchange.rest_url, db=str(db))
-            print(f"demo: simulated exchange at {exchange.ws_url} (status: "
-                  f"{exchange.rest_url}/quantkit/status)", flush=True)
-        settings = Settings.load(**overrides)
-        feed = start(settings)
-        if feed.ingesting:
-            print(f"ingesting {', '.join(settings.symbols)} into {settings.db}", flush=True)
-        else:
-            print(f"another process ingests into {settings.db}: the dashboard reads it",
-                  flush=True)
+        settings = Settings.load(symbols=args.symbols, db=db and str(db), ws_url=args.ws_url,
+                                 rest_url=args.rest_url)
 
+        # Voila first: its preheated kernel imports and renders while the exchange connects
+        # (a kernel that finds no database yet waits for it), so the first chart comes sooner.
         runtime = Path(tempfile.mkdtemp(prefix="quantkit-dashboard-"))  # mode 0700
         token = secrets.token_urlsafe(24) if args.ip not in ("127.0.0.1", "localhost") else None
         (runtime / "voila.json").write_text(json.dumps(_voila_config(token, args.cull_idle)))
@@ -211,6 +201,21 @@ def run(args: argparse.Namespace) -> int:
         cmd = voila_command(_notebook(runtime), port=args.port, ip=args.ip,
                             config_dir=runtime)
         proc = subprocess.Popen(cmd, env=env, start_new_session=True)
+
+        if args.demo:
+            from ..exchange import LocalExchange
+
+            exchange = LocalExchange(symbols=settings.symbols, rate=args.demo_rate).start()
+            settings = dataclasses.replace(settings, ws_url=exchange.ws_url,
+                                           rest_url=exchange.rest_url)
+            print(f"demo: simulated exchange at {exchange.ws_url} (status: "
+                  f"{exchange.rest_url}/quantkit/status)", flush=True)
+        feed = start(settings)
+        if feed.ingesting:
+            print(f"ingesting {', '.join(settings.symbols)} into {settings.db}", flush=True)
+        else:
+            print(f"another process ingests into {settings.db}: the dashboard reads it",
+                  flush=True)
         _wait_listening(args.ip, args.port, proc, timeout=60)
         host = "127.0.0.1" if args.ip in ("127.0.0.1", "localhost") else _lan_address()
         url = f"http://{host}:{args.port}/" + (f"?token={token}" if token else "")
