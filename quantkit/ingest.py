@@ -290,7 +290,9 @@ class Ingestor:
                         self.settings.stream_url(), timeout=10, skip_utf8_validation=True,
                         enable_multithread=False)
                 except (OSError, websocket.WebSocketException) as exc:
-                    self._note_error(f"connect to {self.settings.stream_url()} failed: {exc}")
+                    hint = ("; offline? `--demo` runs against a local simulated exchange"
+                            if self.settings.is_binance and isinstance(exc, OSError) else "")
+                    self._note_error(f"connect to {self.settings.stream_url()} failed: {exc}{hint}")
                     self._backoff(attempt)
                     attempt += 1
                     continue
@@ -622,8 +624,10 @@ def run(args: argparse.Namespace) -> int:
         print("stopping: flushing what was received ...", flush=True)
         return 0
     finally:
+        started = ingestor.stats()["state"] != "stopped"
         ingestor.stop()
-        print(status_line(ingestor.stats()), flush=True)
+        if started:
+            print(status_line(ingestor.stats()), flush=True)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         if exchange is not None:
