@@ -155,6 +155,11 @@ def test_controls_update_figures(tmp_path, rows):
     c["exit"].value = 1.9  # not below entry: refused, said on the page, figure untouched
     assert "exit threshold must be below" in app.status_bar.value
     assert sorted(s.y0 for s in app.figure.layout.shapes) == levels
+    c["freq"].value = "5s"  # refused too while the thresholds are wrong ...
+    assert np.diff(trace(app, "y-line").x).min() == 1000.0
+    c["exit"].value = 0.3  # ... and applied once they are fixed
+    assert np.diff(trace(app, "y-line").x).min() == 5000.0
+    assert "exit threshold" not in app.status_bar.value
 
 
 def test_history_window_reads_no_new_rows(tmp_path, rows):

@@ -261,14 +261,16 @@ class Dashboard:
             name = next(k for k, v in self.controls.items() if v is change["owner"])
             c = self.controls
             self._note = ""
+            if name in _RELOAD:  # remembered even if refused below, for when it is fixed
+                self._reload_needed = True
             if name == "mode":
                 self._history_box.layout.display = "" if change["new"] == "history" else "none"
             if c["y"].value == c["x"].value:
                 self._note = "pick two different symbols for the pair"
             elif not c["exit"].value < c["entry"].value:
                 self._note = "the exit threshold must be below the entry threshold"
-            elif name in _RELOAD:
-                self._reload_needed = True
+            elif c["mode"].value == "history" and not c["start"].value.strip():
+                self._note = "type the start of the history window (UTC), e.g. 2024-08-08 23:55"
             self._draw_needed = True
             if not self._note:
                 self.refresh()
@@ -543,8 +545,8 @@ class Dashboard:
 
     def _record_error(self, exc: BaseException) -> None:
         self.errors += 1
-        self.last_error = f"{type(exc).__name__}: {exc}"
-        self._last_error_at = time.time()
+        at = pd.Timestamp.now(tz="UTC").strftime("%H:%M:%S UTC")
+        self.last_error = f"{type(exc).__name__}: {exc} (at {at})"
         log.error("dashboard update failed:\n%s", "".join(traceback.format_exception(exc)))
         with contextlib.suppress(Exception):
             self._render_status()
