@@ -260,13 +260,21 @@ def set_overlays(fig: go.FigureWidget, specs: Sequence[tuple[str, str, str, bool
     Overlays go on their leg's price panel; other indicators (RSI ...) on the oscillator panel.
     """
     fig.data = fig.data[:N_FIXED]
-    palette = ["#6a8caf", "#c49a6c", "#8caf6a", "#af6a8c", "#6aafaf", "#9a6ac4"]
-    for i, (uid, leg, label, overlay) in enumerate(specs):
+    palette = ["#8c6bb1", "#41ab5d", "#e6550d", "#3182bd", "#c51b8a", "#636363"]
+    names: list[str] = []
+    for uid, leg, label, overlay in specs:
+        name = uid.split("-")[1]  # "ind-<name>-<leg>[-<column>]"
+        if name not in names:
+            names.append(name)
+        # One colour per indicator; in the shared oscillator panel leg x is dotted; a band's
+        # middle line is dashed.
+        dash = ("dot" if leg == "x" and not overlay else
+                "dash" if uid.endswith("-middle") else None)
         row = PANELS[leg][0] if overlay else PANELS["osc"][0]
-        dash = None if leg == "y" else "dot"
         fig.add_trace(go.Scatter(meta=uid, name=label, mode="lines", showlegend=False,
-                                 line=dict(color=palette[i // 2 % len(palette)], width=1,
-                                           dash=dash)),
+                                 opacity=0.75,
+                                 line=dict(color=palette[names.index(name) % len(palette)],
+                                           width=1, dash=dash)),
                       row=row, col=1)
 
 
