@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import SHARED_DATA, read_recorded_trades
+
 from quantkit.analytics import indicator, registry, resample_ohlcv
 from quantkit.dashboard import Dashboard
 from quantkit.dashboard.figures import crossings, epoch_ms
@@ -148,6 +148,7 @@ def test_controls_update_figures(tmp_path, rows):
     z = pd.Series(np.asarray(trace(app, "zscore").y))
     entries, exits = crossings(z, 1.5, 0.2)
     assert len(trace(app, "z-entries").x) == len(entries)
+    assert len(trace(app, "z-exits").x) == len(exits)
 
     c["candles"].value = False
     assert trace(app, "y-line").visible is True and trace(app, "y-candles").visible is False

@@ -1,7 +1,9 @@
 """End to end: ``quantkit dashboard --demo`` in a subprocess, driven by headless Chromium."""
 from __future__ import annotations
 
+import itertools
 import json
+import math
 import os
 import re
 import signal
@@ -16,9 +18,8 @@ from pathlib import Path
 
 import psutil
 import pytest
-from playwright.sync_api import sync_playwright
-
 from conftest import ROOT
+from playwright.sync_api import sync_playwright
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -111,7 +112,7 @@ def wait_charts(page, app: Launched) -> None:
         page.wait_for_function("() => { const g = document.querySelector('.js-plotly-plot');"
                                " return g && g.data && g.data.length > 18 &&"
                                " g.data[0].x && g.data[0].x.length > 0; }", timeout=60_000)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - re-raised with the page and the output
         raise AssertionError(f"no chart ({exc}); page: {page.inner_text('body')[:2000]!r}\n"
                              "output:\n" + "\n".join(app.lines)) from None
 
@@ -134,7 +135,7 @@ def test_dashboard_in_a_browser(tmp_path):
             page = ctx.new_page()
             page.goto(url)
             wait_charts(page, app)
-            trace = lambda meta: page.evaluate(TRACE_JS, meta)  # noqa: E731
+            trace = lambda meta: page.evaluate(TRACE_JS, meta)
 
             # Charts move as trades arrive: more rows read, the newest bar later or changed.
             rows0 = int(page.get_attribute(".qk-status", "data-rows-read"))
@@ -181,7 +182,7 @@ def test_dashboard_in_a_browser(tmp_path):
                 " return b && b.y && Array.from(b.y).slice(0, 12).filter(v => v === v).length"
                 " >= 3; }", timeout=20_000)
             beta = trace("beta")["y"]
-            lead = next(i for i, v in enumerate(beta) if v == v)
+            lead = next(i for i, v in enumerate(beta) if not math.isnan(v))
             assert lead == 9
 
             # Timeframe: 5 s bars.
@@ -192,7 +193,7 @@ def test_dashboard_in_a_browser(tmp_path):
                 " const x = g.data.find(t => t.meta === 'y-candles').x;"
                 " return x.length > 1 && x[1] - x[0] === 5000; }", timeout=20_000)
             x = trace("y-candles")["x"]
-            assert {b - a for a, b in zip(x, x[1:])} <= {5000.0, 10000.0, 15000.0}
+            assert {b - a for a, b in itertools.pairwise(x)} <= {5000.0, 10000.0, 15000.0}
 
             # Pair: ETH against BTC; the top panel now shows ETH's prices.
             page.locator(".widget-dropdown", has_text="leg y").locator("select") \

@@ -6,13 +6,13 @@ import json
 import nbformat
 import numpy as np
 import pytest
-from nbclient import NotebookClient
-
 from conftest import ROOT
+from nbclient import NotebookClient
+from test_dashboard import recorded_rows, write_store
+
 from quantkit.analytics import resample_ohlcv
 from quantkit.dashboard.figures import epoch_ms
 from quantkit.storage import TickStore
-from test_dashboard import recorded_rows, write_store
 
 NOTEBOOK = ROOT / "notebooks" / "dashboard.ipynb"
 

@@ -275,7 +275,7 @@ class Dashboard:
             if not self._note:
                 self.refresh()
             self._render_status()
-        except Exception as exc:  # a widget callback must never die silently in Voila
+        except Exception as exc:  # noqa: BLE001 - callbacks must not die silently
             self._record_error(exc)
 
     # -- the one refresh path ------------------------------------------------------------------
@@ -457,7 +457,7 @@ class Dashboard:
             names = self._indicator_names()
             ctl.options = names
             ctl.value = tuple(n for n in chosen if n in names)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - shown on the page instead
             self._record_error(exc)
 
     def _compute_overlays(self, legs: Mapping[str, pd.DataFrame], symbols: Mapping[str, str]
@@ -538,7 +538,7 @@ class Dashboard:
             began = time.perf_counter()
             try:
                 self.refresh()
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - the loop must outlive any one error
                 self._record_error(exc)
             # Sleep what is left of the interval, but always yield a little to the widgets.
             await asyncio.sleep(max(self.interval - (time.perf_counter() - began), 0.05))
@@ -564,7 +564,7 @@ class Dashboard:
         st = None
         try:
             st = self._ingest_status()
-        except Exception as exc:  # a status we cannot read is itself worth showing
+        except Exception as exc:  # noqa: BLE001 - a status we cannot read is itself worth showing
             parts.append(f"status unreadable: {html.escape(str(exc))}")
         if self._store is None:
             state, colour = f"waiting for {self._path}", "#c99a2e"

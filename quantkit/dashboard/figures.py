@@ -7,9 +7,8 @@ Pure helpers (:func:`epoch_ms`, :func:`crossings`) turn pandas objects into what
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
-
 from copy import deepcopy
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -17,8 +16,15 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 from traitlets import observe
 
-__all__ = ["PANELS", "TRACE_UIDS", "build_figure", "crossings", "epoch_ms", "set_overlays",
-           "draw"]
+__all__ = [
+    "PANELS",
+    "TRACE_UIDS",
+    "build_figure",
+    "crossings",
+    "draw",
+    "epoch_ms",
+    "set_overlays",
+]
 
 #: Panel row (1-based) -> (key, relative height). One figure rather than one per panel: each
 #: FigureWidget carries Plotly's ~5 MB bundle in its widget state, and a shared x axis keeps
@@ -213,8 +219,8 @@ def _empty_trace(uid: str) -> go.BaseTraceType:
         return go.Scatter(meta=uid, mode="lines", name="close", showlegend=False,
                           line=dict(color=LEG_COLOURS[leg], width=1.5))
     if uid.endswith("volume"):
-        return go.Bar(meta=uid, name="volume", marker=dict(color=LEG_COLOURS[leg], line=dict(width=0)),
-                      showlegend=False)
+        return go.Bar(meta=uid, name="volume", showlegend=False,
+                      marker=dict(color=LEG_COLOURS[leg], line=dict(width=0)))
     if uid.startswith("band"):
         fill = "tonexty" if uid == "band-lower" else None
         return go.Scatter(meta=uid, mode="lines", name="mean ± entry·σ", showlegend=False,
