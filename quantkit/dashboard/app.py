@@ -313,6 +313,7 @@ class Dashboard:
 
     @property
     def pair(self) -> tuple[str, str]:
+        """The chosen legs ``(y, x)``."""
         return self.controls["y"].value, self.controls["x"].value
 
     def _reload(self) -> None:

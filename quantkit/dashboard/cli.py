@@ -40,10 +40,12 @@ CULL_IDLE_S = 60
 
 
 def default_demo_db() -> Path:
+    """Where ``--demo`` keeps its simulated trades: ``~/.quantkit/demo.db``."""
     return Path.home() / ".quantkit" / "demo.db"
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
+    """Add the ``quantkit dashboard`` flags to ``parser``."""
     parser.add_argument("--port", type=int, default=8866, help="HTTP port (default 8866)")
     parser.add_argument("--ip", default="127.0.0.1",
                         help="address to listen on; 0.0.0.0 shares it on the network, "
@@ -164,6 +166,21 @@ def _wait_listening(ip: str, port: int, proc: subprocess.Popen, timeout: float) 
 
 
 def run(args: argparse.Namespace) -> int:
+    """Serve the dashboard until Ctrl-C or SIGTERM.
+
+    Starts Voila (offline template, one preheated kernel, culling of closed tabs), then the
+    local exchange with ``--demo``, then ingestion in a background thread of this process.
+
+    Returns
+    -------
+    int
+        0 when stopped by Ctrl-C/SIGTERM (everything flushed and shut down), 1 if Voila died.
+
+    Raises
+    ------
+    ConfigError
+        For a port in use, a ``--db`` that is not simulated with ``--demo``, bad symbols.
+    """
     from ..ingest import start
 
     logging.getLogger("tornado.access").setLevel(logging.WARNING)
