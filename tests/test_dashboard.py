@@ -253,6 +253,8 @@ def test_crossings():
     ({"entry": 1.0, "exit": 1.0}, "exit/entry"),
     ({"freq": "2s"}, "freq"),
     ({"window": 400}, "window"),
+    ({"hedge": "tls"}, "hedge"),
+    ({"pair": ("A1", "A1")}, "pair"),
 ])
 def test_bad_settings_raise_config_errors(tmp_path, kwargs, match):
     with pytest.raises(ConfigError, match=match):

@@ -124,6 +124,12 @@ class Dashboard:
         if not 2 <= window <= max_bars // 2:
             raise ConfigError(f"window: must be between 2 and max_bars / 2 = {max_bars // 2} "
                               f"(the z-score needs two windows of bars), got {window}")
+        if hedge not in {v for _, v in HEDGE_OPTIONS}:
+            raise ConfigError(f"hedge: {hedge!r} is not offered; use one of "
+                              f"{', '.join(v for _, v in HEDGE_OPTIONS)}")
+        if pair is not None and (len(pair) != 2 or pair[0] == pair[1]):
+            raise ConfigError(f"pair: give two different symbols, e.g. ('BTCUSDT', 'ETHUSDT'), "
+                              f"got {pair!r}")
         if interval < 0.1:
             raise ConfigError(f"interval: {interval} s would flood the browser; use >= 0.1")
         self._path = store.path if isinstance(store, TickStore) else Path(store).expanduser()
