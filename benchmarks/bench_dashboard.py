@@ -207,11 +207,13 @@ def main() -> int:
             for p in (tab_kernel, voila, me):
                 p.cpu_percent(None)
             rss = []
-            t_end = time.monotonic() + args.minutes * 60
+            t_start = time.monotonic()
+            t_end = t_start + args.minutes * 60
             while time.monotonic() < t_end:
                 rss.append(tab_kernel.memory_info().rss / 2**20)
                 time.sleep(min(10.0, max(1.0, args.minutes * 6)))
             rss.append(tab_kernel.memory_info().rss / 2**20)
+            step = args.minutes / (len(rss) - 1)
             cpu = {name: p.cpu_percent(None) for name, p in
                    (("tab kernel", tab_kernel), ("voila server", voila),
                     ("quantkit dashboard (exchange + ingestion)", me))}
@@ -244,6 +246,8 @@ def main() -> int:
           f"p95 {q(0.95):.0f} ms, max {lat[-1]:.0f} ms ({len(lat)} updates seen)")
     print(f"kernel refresh on {rows:,} stored rows: incremental {inc_ms:.2f} ms (median), "
           f"naive full re-read {naive_ms:.1f} ms")
+    every = max(1, round(1 / step))  # about one sample a minute
+    print("tab kernel RSS (MiB) by minute: " + " ".join(f"{v:.0f}" for v in rss[::every]))
     print(f"tab kernel RSS over {args.minutes:g} min: start {rss[0]:.1f} MiB, "
           f"mid {rss[half]:.1f} MiB, end {rss[-1]:.1f} MiB, max {max(rss):.1f} MiB "
           f"(second half drift {rss[-1] - rss[half]:+.1f} MiB)")
