@@ -30,7 +30,7 @@ from .rest import RestClient
 from .storage import TickStore, TickWriter
 from .wire import MalformedMessage, Trade, parse_message
 
-__all__ = ["Feed", "Ingestor", "IngestorBusy", "start"]
+__all__ = ["Feed", "Ingestor", "IngestorBusy", "ingesting_pid", "start"]
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +111,20 @@ class _ReadAhead:
             return False
         frames.recv = cls(ws._recv)
         return True
+
+
+def ingesting_pid(db: Path) -> int | None:
+    """The pid of the process ingesting into ``db``, or None if none does."""
+    lock = _WriterLock(Path(db))
+    try:
+        lock.acquire()
+    except IngestorBusy:
+        try:
+            return int(lock.path.read_text().strip() or 0) or -1
+        except (OSError, ValueError):
+            return -1
+    lock.release()
+    return None
 
 
 @dataclass
@@ -572,7 +586,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         "https://fapi.binance.com)")
     parser.add_argument("--ws-path", help="routed path override, e.g. /market")
     parser.add_argument("--demo", action="store_true",
-                        help="run against a local simulated exchange, into ~/.quantkit/demo.db")
+                        help="run against a local simulated exchange, into a database of its "
+                             "own (~/.quantkit/demo.db, emptied at each start)")
     parser.add_argument("--status-every", type=float, default=5.0, metavar="S",
                         help="seconds between status lines (default 5)")
 
@@ -597,13 +612,16 @@ def run(args: argparse.Namespace) -> int:
     overrides = {"symbols": args.symbols, "stream": args.stream, "db": args.db,
                  "ws_url": args.ws_url, "rest_url": args.rest_url, "ws_path": args.ws_path}
     if args.demo:
+        from .demo import default_demo_db, reset_demo_db
         from .exchange import LocalExchange
 
+        db = Path(args.db).expanduser() if args.db else default_demo_db()
+        reset_demo_db(db, is_default=args.db is None)
         exchange = LocalExchange(symbols=tuple((args.symbols or "BTCUSDT,ETHUSDT").split(",")))
         exchange.start()
-        overrides.update(ws_url=exchange.ws_url, rest_url=exchange.rest_url,
-                         db=args.db or str(Path.home() / ".quantkit" / "demo.db"))
-        print(f"demo: local exchange at {exchange.ws_url} (REST {exchange.rest_url})", flush=True)
+        overrides.update(ws_url=exchange.ws_url, rest_url=exchange.rest_url, db=str(db))
+        print(f"demo: local exchange at {exchange.ws_url} (REST {exchange.rest_url}); "
+              f"{db} starts empty", flush=True)
     settings = Settings.load(**overrides)
     ingestor = Ingestor(settings)
     # Signal handlers only set an event: raising from a handler can interrupt Thread.join() in

@@ -7,9 +7,7 @@ Voila runs as a child process whose kernels, one per browser tab, only read the 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
-import fcntl
 import json
 import logging
 import os
@@ -17,7 +15,6 @@ import secrets
 import shutil
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -26,7 +23,10 @@ import webbrowser
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from ..config import Settings
+from ..demo import default_demo_db, reset_demo_db
 from ..errors import ConfigError, QuantkitError
 
 __all__ = ["configure_parser", "run", "voila_command"]
@@ -37,11 +37,6 @@ JUPYTER_DIR = PACKAGE_DIR / "jupyter"
 REPO_NOTEBOOK = PACKAGE_DIR.parents[1] / "notebooks" / "dashboard.ipynb"
 #: Kernels of closed tabs are shut down after this long without a browser attached.
 CULL_IDLE_S = 60
-
-
-def default_demo_db() -> Path:
-    """Where ``--demo`` keeps its simulated trades: ``~/.quantkit/demo.db``."""
-    return Path.home() / ".quantkit" / "demo.db"
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -76,40 +71,12 @@ def _port_free(ip: str, port: int) -> bool:
 
 
 def _lan_address() -> str:
-    """The address other machines reach this one at (no packet is sent)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        try:
-            s.connect(("10.255.255.255", 1))
-            return s.getsockname()[0]
-        except OSError:
-            return socket.gethostname()
-
-
-def _reset_demo_db(path: Path, *, is_default: bool) -> None:
-    """Empty a simulated-trade database: the simulator's ids restart at every run."""
-    if not path.exists():
-        return
-    if not is_default:
-        try:
-            with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as c:
-                row = c.execute("SELECT value FROM meta WHERE key = 'origin'").fetchone()
-        except sqlite3.Error:
-            row = None
-        if not row or row[0] != "simulated":
-            raise ConfigError(f"--db {path} holds data that is not simulated: --demo needs a "
-                              "database of its own; leave out --db or name a new file")
-    lock = path.with_name(path.name + ".ingest.lock")
-    if lock.exists():
-        with open(lock, "a") as fh:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise ConfigError(f"another process ingests into {path} (a dashboard --demo "
-                                  "already running?): stop it or pass another --db") from None
-            fcntl.flock(fh, fcntl.LOCK_UN)
-    for suffix in ("", "-wal", "-shm"):
-        with contextlib.suppress(FileNotFoundError):
-            Path(f"{path}{suffix}").unlink()
+    """An address other machines may reach this one at: the first non-loopback IPv4."""
+    for addrs in psutil.net_if_addrs().values():
+        for addr in addrs:
+            if addr.family == socket.AF_INET and not addr.address.startswith("127."):
+                return addr.address
+    return socket.gethostname()
 
 
 def _notebook(runtime: Path) -> Path:
@@ -201,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
         db = args.db
         if args.demo:
             db = Path(args.db).expanduser() if args.db else default_demo_db()
-            _reset_demo_db(db, is_default=args.db is None)
+            reset_demo_db(db, is_default=args.db is None)
         settings = Settings.load(symbols=args.symbols, db=db and str(db), ws_url=args.ws_url,
                                  rest_url=args.rest_url)
 
