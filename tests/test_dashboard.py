@@ -210,7 +210,11 @@ def test_errors_in_the_live_loop_are_shown(tmp_path, rows):
 
     async def run_briefly():
         app.start()
-        await asyncio.sleep(0.35)
+        # wait for the condition, bounded, rather than a fixed time: CI machines are busy
+        for _ in range(200):
+            await asyncio.sleep(0.05)
+            if app.errors >= 2:
+                break
         app.stop()
 
     asyncio.run(run_briefly())
