@@ -263,3 +263,33 @@ def test_crossings():
 def test_bad_settings_raise_config_errors(tmp_path, kwargs, match):
     with pytest.raises(ConfigError, match=match):
         Dashboard(tmp_path / "x.db", symbols=["A1", "B1"], autostart=False, **kwargs)
+
+
+def test_indicator_files_reach_dashboards_in_other_kernels(tmp_path, rows):
+    """`quantkit dashboard --indicators F.py` sets QUANTKIT_INDICATORS for every kernel."""
+    from quantkit.analytics import load_indicators, registry
+    from quantkit.errors import ConfigError
+
+    lab = tmp_path / "my_indicators.py"
+    lab.write_text("import quantkit\n\n"
+                   "@quantkit.indicator(window=5)\n"
+                   "def close_sma(bars, window=5):\n"
+                   "    return bars['close'].rolling(window).mean()\n")
+    path = write_store(tmp_path / "ticks.db", rows)
+    try:
+        app = Dashboard.from_env({"QUANTKIT_DB": str(path), "QUANTKIT_DASHBOARD_READONLY": "1",
+                                  "QUANTKIT_INDICATORS": str(lab)}, autostart=False)
+        assert "close_sma" in app.controls["overlays"].options
+        app.refresh()
+        app.controls["overlays"].value = ("close_sma",)
+        drawn = trace(app, "ind-close_sma-y")
+        bars = resample_ohlcv(app._store.ticks("BTCUSDT"), "1s").iloc[-app.max_bars:]
+        np.testing.assert_allclose(drawn.y, bars["close"].rolling(5).mean(), rtol=1e-12)
+        broken = tmp_path / "broken.py"
+        broken.write_text("raise RuntimeError('typo in my indicator')\n")
+        with pytest.raises(ConfigError, match="broken.py failed: RuntimeError: typo"):
+            load_indicators([broken])
+        with pytest.raises(ConfigError, match="no file"):
+            load_indicators([tmp_path / "missing.py"])
+    finally:
+        registry.unregister("close_sma")

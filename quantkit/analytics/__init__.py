@@ -9,7 +9,15 @@ z-score, correlation, cointegration, half-life), ``indicators`` (RSI, Bollinger,
 from __future__ import annotations
 
 from .bars import BAR_COLUMNS, FREQS, align_bars, freq_ms, resample_ohlcv
-from .indicators import Indicator, IndicatorRegistry, bollinger, indicator, registry, rsi
+from .indicators import (
+    Indicator,
+    IndicatorRegistry,
+    bollinger,
+    indicator,
+    load_indicators,
+    registry,
+    rsi,
+)
 from .live import HEDGES, STATS_COLUMNS, LivePair, pair_stats
 from .pairs import (
     CointegrationResult,
@@ -43,6 +51,7 @@ __all__ = [
     "hedge_ratio",
     "indicator",
     "kalman_hedge_ratio",
+    "load_indicators",
     "log_returns",
     "pair_stats",
     "registry",

@@ -6,19 +6,22 @@ usable at once, and re-running the cell that defines it replaces the old version
 from __future__ import annotations
 
 import inspect
+import runpy
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from ._window import check_window, window_moments
 
-__all__ = ["Indicator", "IndicatorRegistry", "bollinger", "indicator", "registry", "rsi"]
+__all__ = ["Indicator", "IndicatorRegistry", "bollinger", "indicator", "load_indicators",
+           "registry", "rsi"]
 
 
 def _close(close: pd.Series) -> pd.Series:
@@ -233,6 +236,29 @@ def indicator(name: str | Callable[..., Any] | None = None, *, overlay: bool = F
         registry.register(func, name, overlay=overlay, **params)
         return func
     return decorate
+
+
+def load_indicators(paths: Iterable[str | Path]) -> list[str]:
+    """Run Python files that define indicators, registering them; return the new names.
+
+    This is how an indicator prototyped in a notebook reaches dashboards in other kernels
+    (``quantkit dashboard --indicators my_indicators.py``): save the cell to a file.
+
+    Raises
+    ------
+    ConfigError
+        If a file is missing or fails to run (the message names the file and the error).
+    """
+    before = set(registry.names())
+    for path in paths:
+        path = Path(path).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"indicators: no file {path}")
+        try:
+            runpy.run_path(str(path), run_name=f"quantkit_indicators_{path.stem}")
+        except Exception as exc:  # noqa: BLE001 - user code: report it, whatever it raised
+            raise ConfigError(f"indicators: {path} failed: {type(exc).__name__}: {exc}") from exc
+    return sorted(set(registry.names()) - before)
 
 
 def _rsi_indicator(bars: pd.DataFrame, window: int = 14) -> pd.Series:

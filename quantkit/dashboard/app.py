@@ -183,12 +183,17 @@ class Dashboard:
     def from_env(cls, env: Mapping[str, str] | None = None, **kwargs: Any) -> Dashboard:
         """The dashboard the notebook shows, configured from ``QUANTKIT_*`` variables.
 
-        ``QUANTKIT_DB`` and ``QUANTKIT_SYMBOLS`` say what to read. Under ``quantkit dashboard``
+        ``QUANTKIT_DB`` and ``QUANTKIT_SYMBOLS`` say what to read; ``QUANTKIT_INDICATORS``
+        (files separated by ``os.pathsep``) are run first to register their indicators. Under ``quantkit dashboard``
         ``QUANTKIT_DASHBOARD_READONLY=1`` is set: the command ingests, every kernel only reads.
         Otherwise (e.g. in JupyterLab) :func:`quantkit.start` ingests in this kernel, or
         attaches as a reader when another process already ingests into the database.
         """
         env = os.environ if env is None else env
+        if env.get("QUANTKIT_INDICATORS"):  # indicator files, e.g. saved from a notebook cell
+            from ..analytics import load_indicators
+
+            load_indicators(env["QUANTKIT_INDICATORS"].split(os.pathsep))
         settings = Settings.load(env)
         kwargs.setdefault("symbols", None)
         if env.get("QUANTKIT_DASHBOARD_READONLY") == "1":

@@ -56,6 +56,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cull-idle", type=int, default=CULL_IDLE_S, metavar="S",
                         help=f"shut down the kernel of a closed tab after S seconds "
                              f"(default {CULL_IDLE_S})")
+    parser.add_argument("--indicators", action="append", metavar="FILE.py",
+                        help="a Python file defining @quantkit.indicator functions (e.g. saved "
+                             "from a notebook cell); every dashboard offers them; repeatable")
     parser.add_argument("--demo-rate", type=float, default=200.0, metavar="N",
                         help="simulated trades per second with --demo (default 200)")
 
@@ -171,6 +174,12 @@ def run(args: argparse.Namespace) -> int:
             reset_demo_db(db, is_default=args.db is None)
         settings = Settings.load(symbols=args.symbols, db=db and str(db), ws_url=args.ws_url,
                                  rest_url=args.rest_url)
+        indicator_files = [str(Path(f).expanduser().resolve()) for f in args.indicators or ()]
+        if indicator_files:  # fail here, with the file's error, not in every visitor's kernel
+            from ..analytics import load_indicators
+
+            print(f"indicators from files: {', '.join(load_indicators(indicator_files))}",
+                  flush=True)
 
         # Voila first: its preheated kernel imports and renders while the exchange connects
         # (a kernel that finds no database yet waits for it), so the first chart comes sooner.
@@ -180,6 +189,7 @@ def run(args: argparse.Namespace) -> int:
         env = dict(os.environ)
         env.update(QUANTKIT_DB=str(settings.db), QUANTKIT_SYMBOLS=",".join(settings.symbols),
                    QUANTKIT_DASHBOARD_READONLY="1",
+                   QUANTKIT_INDICATORS=os.pathsep.join(indicator_files),
                    JUPYTER_PATH=os.pathsep.join(
                        p for p in (str(JUPYTER_DIR), os.environ.get("JUPYTER_PATH")) if p))
         cmd = voila_command(_notebook(runtime), port=args.port, ip=args.ip,
